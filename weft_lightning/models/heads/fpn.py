@@ -1,0 +1,68 @@
+"""A light FPN head with the structure loss (weighted BCE + weighted IoU) for fast runs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def structure_loss(logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boundary-weighted BCE + weighted IoU (the usual loss of salient-object heads), in float32."""
+    logits, masks = logits.float(), masks.float()
+    weight = 1 + 5 * torch.abs(F.avg_pool2d(masks, 31, stride=1, padding=15) - masks)
+    bce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
+    wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+    probs = torch.sigmoid(logits)
+    inter = (probs * masks * weight).sum(dim=(2, 3))
+    union = ((probs + masks) * weight).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    return {"loss": (wbce + wiou).mean(), "loss_bce": wbce.mean(), "loss_iou": wiou.mean()}
+
+
+class FPNHead(nn.Module):
+    """Top-down FPN over the stride 4/8/16/32 pyramid, fused at stride 4 into one mask logit map.
+
+    Args:
+        in_channels: channels of the four input levels (given by the segmentor).
+        channels: width of the head.
+    """
+
+    def __init__(self, in_channels: list[int], channels: int = 128) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in in_channels)
+        self.smooth = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in in_channels)
+        self.fuse = conv_bn_relu(channels * len(in_channels), channels, 3)
+        self.classifier = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Mask logits (B, 1, H/4, W/4)."""
+        laterals = [lateral(f) for lateral, f in zip(self.lateral, features, strict=True)]
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="bilinear", align_corners=False
+            )
+        size = laterals[0].shape[-2:]
+        outs = [
+            F.interpolate(smooth(x), size=size, mode="bilinear", align_corners=False)
+            for smooth, x in zip(self.smooth, laterals, strict=True)
+        ]
+        return self.classifier(self.fuse(torch.cat(outs, dim=1)))
+
+    def loss(self, outputs: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = F.interpolate(
+            outputs.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return structure_loss(logits, masks)
+
+    def predict(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        logits = F.interpolate(outputs.float(), size=size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits)

@@ -1,0 +1,156 @@
+"""WEFTModule: the LightningModule that trains, evaluates and runs a Segmentor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from weft_lightning.metrics import SODMetrics
+from weft_lightning.models.segmentor import Segmentor
+
+VAL_KEYS = ("sm", "mae", "em_adp", "fm_adp", "wfm", "iou")
+
+
+def poly_warmup_factor(step: int, warmup_steps: int, total_steps: int, power: float) -> float:
+    """Learning-rate factor: linear warm-up from 0, then polynomial decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return (1.0 - progress) ** power
+
+
+def resize_to_originals(probs: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Resize each (1, h, w) probability map to its image's original (H, W)."""
+    return [
+        F.interpolate(p[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+        .clamp(0, 1)
+        for p, size in zip(probs, sizes, strict=True)
+    ]
+
+
+class WEFTModule(L.LightningModule):
+    """Trains a :class:`Segmentor` with AdamW and poly decay, evaluates it with the field's metrics.
+
+    Args:
+        segmentor: the network (backbone + head).
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay (not applied to biases, norms and embeddings).
+        betas: AdamW betas.
+        warmup_steps: linear warm-up iterations.
+        poly_power: power of the polynomial decay to 0 (1 = linear).
+        max_steps: length of the schedule; by default the trainer's estimate of the run length.
+    """
+
+    def __init__(
+        self,
+        segmentor: Segmentor,
+        lr: float = 5e-5,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 1500,
+        poly_power: float = 1.0,
+        max_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["segmentor"])
+        self.segmentor = segmentor
+        self.val_metrics = SODMetrics()
+        self.test_metrics = nn.ModuleDict()
+
+    # --------------------------------------------------------------- training
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Foreground probabilities (B, 1, H, W) at the input size."""
+        return self.segmentor.predict_proba(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.segmentor.loss(batch["image"], batch["mask"])
+        size = batch["image"].shape[0]
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items()},
+            prog_bar=False,
+            batch_size=size,
+        )
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=size)
+        return losses["loss"]
+
+    # ------------------------------------------------------------- evaluation
+    def _original_size_probs(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        probs = self.segmentor.predict_proba(batch["image"])
+        return resize_to_originals(probs, batch["size"])
+
+    def _update(self, metrics: SODMetrics, batch: dict[str, Any]) -> list[torch.Tensor]:
+        probs = self._original_size_probs(batch)
+        targets = [torch.as_tensor(gt, device=self.device) for gt in batch["gt"]]
+        metrics.update(probs, targets)
+        return probs
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._update(self.val_metrics, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()
+        self.log_dict({f"val/{k}": results[k] for k in VAL_KEYS}, prog_bar=False, sync_dist=False)
+        self.log("val_sm", results["sm"], prog_bar=True, logger=False)
+        self.val_metrics.reset()
+
+    def on_test_start(self) -> None:
+        names = getattr(self.trainer.datamodule, "test_names", None) or ["test"]
+        self.test_metrics = nn.ModuleDict({n: SODMetrics() for n in names}).to(self.device)
+
+    def test_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        name = batch["dataset"][0]
+        probs = self._update(self.test_metrics[name], batch)
+        return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
+
+    def on_test_epoch_end(self) -> None:
+        from weft_lightning.evaluation import format_table
+
+        table: dict[str, dict[str, float]] = {}
+        for name, metrics in self.test_metrics.items():
+            results = {k: float(v) for k, v in metrics.compute().items()}
+            self.log_dict({f"test/{name}/{k}": v for k, v in results.items()})
+            table[name] = results
+            metrics.reset()
+        if self.trainer.is_global_zero:
+            rank_zero_info("\n" + format_table(table))
+        self.test_results = table
+
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        probs = self._original_size_probs(batch)
+        return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
+
+    # -------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, param in self.segmentor.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_embedding = name.endswith(("level_embed", "pos_embed", "query_feat", "query_embed"))
+            (no_decay if param.ndim <= 1 or is_embedding else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": hp.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=hp.lr, betas=tuple(hp.betas)
+        )
+        total = hp.max_steps or int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: poly_warmup_factor(step, hp.warmup_steps, total, hp.poly_power),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
