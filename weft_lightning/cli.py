@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -17,8 +19,50 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
+def find_checkpoint(root: Path, which: str) -> Path:
+    """The ``best`` or ``last`` checkpoint of the most recent run under ``root``.
+
+    ``last`` is the newest ``last.ckpt``; ``best`` is the newest other checkpoint in the same
+    ``checkpoints/`` folder (the one ModelCheckpoint keeps for its monitored metric).
+    """
+    checkpoints = sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    lasts = [p for p in checkpoints if p.name.startswith("last")]
+    if which == "last" and lasts:
+        return lasts[-1]
+    if which == "best":
+        folder = lasts[-1].parent if lasts else None
+        bests = [p for p in checkpoints if not p.name.startswith("last")]
+        local = [p for p in bests if p.parent == folder]
+        if local or bests:
+            return (local or bests)[-1]
+    raise FileNotFoundError(
+        f"No {which!r} checkpoint found under {root}; train first with `weft fit` or pass a "
+        "checkpoint file with --ckpt_path PATH."
+    )
+
+
 class WEFTLightningCLI(LightningCLI):
-    """LightningCLI with the model and the data chosen by ``class_path`` in the config."""
+    """LightningCLI with the model and the data chosen by ``class_path`` in the config.
+
+    ``--ckpt_path best|last`` in ``validate``, ``test`` and ``predict`` also works in a new
+    process: the checkpoint is looked up under the trainer's ``default_root_dir``.
+    """
+
+    def _resolve_ckpt_path(self) -> None:
+        config = self.config_init[self.subcommand]
+        which = config.get("ckpt_path")
+        if which in ("best", "last") and not self.trainer.checkpoint_callback.best_model_path:
+            root = Path(self.trainer.default_root_dir)
+            config["ckpt_path"] = str(find_checkpoint(root, which))
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path()
 
 
 def tools_help() -> str:
@@ -31,7 +75,18 @@ def run_tool(name: str, argv: Sequence[str]) -> int:
     """Import and run the tool ``name`` with its own arguments."""
     target, _ = TOOLS[name]
     module_name, function = target.split(":")
-    return int(getattr(importlib.import_module(module_name), function)(list(argv)) or 0)
+    try:
+        return int(getattr(importlib.import_module(module_name), function)(list(argv)) or 0)
+    except SystemExit as exit_:
+        return exit_code(exit_)
+
+
+def exit_code(exit_: SystemExit) -> int:
+    """The integer status of a SystemExit (argparse and jsonargparse exit on --help and errors)."""
+    if isinstance(exit_.code, str):
+        print(exit_.code, file=sys.stderr)
+        return 1
+    return int(exit_.code or 0)
 
 
 def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
@@ -39,6 +94,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
     from weft_lightning.data.datamodule import SegmentationDataModule
     from weft_lightning.module import WEFTModule
 
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within")
     return WEFTLightningCLI(
         model_class=WEFTModule,
         datamodule_class=SegmentationDataModule,
@@ -64,7 +120,7 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         build_cli(argv)
     except SystemExit as exit_:
-        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+        return exit_code(exit_)
     return 0
 
 

@@ -28,8 +28,9 @@ def poly_warmup_factor(step: int, warmup_steps: int, total_steps: int, power: fl
 def resize_to_originals(probs: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """Resize each (1, h, w) probability map to its image's original (H, W)."""
     return [
-        F.interpolate(p[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
-        .clamp(0, 1)
+        F.interpolate(p[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[
+            0, 0
+        ].clamp(0, 1)
         for p, size in zip(probs, sizes, strict=True)
     ]
 

@@ -23,17 +23,22 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``<output_dir>/<dataset>/<stem>.png`` for every predicted (and, optionally, tested) image.
 
     Args:
-        output_dir: root folder of the maps.
+        output_dir: root folder of the maps; by default ``<trainer.default_root_dir>/predictions``.
         write_test: also write the maps produced during ``weft test``.
     """
 
-    def __init__(self, output_dir: str = "predictions", write_test: bool = True) -> None:
+    def __init__(self, output_dir: str | None = None, write_test: bool = True) -> None:
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir) if output_dir else None
         self.write_test = write_test
         self.written = 0
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "predictions"
+
     def _write(self, outputs: dict[str, Any]) -> None:
+        assert self.output_dir is not None
         for prob, name, dataset in zip(
             outputs["probs"], outputs["name"], outputs["dataset"], strict=True
         ):
@@ -68,7 +73,9 @@ class PredictionWriter(BasePredictionWriter):
 
     def _report(self) -> None:
         if self.written:
-            rank_zero_info(f"Wrote {self.written} prediction maps under {self.output_dir.resolve()}")
+            rank_zero_info(
+                f"Wrote {self.written} prediction maps under {self.output_dir.resolve()}"
+            )
         self.written = 0
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

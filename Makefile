@@ -1,0 +1,41 @@
+# weft-lightning: install, test, demo, lint, bench.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WEFT := $(BIN)/weft
+DEMO_DIR ?= runs/demo
+
+.PHONY: install test test-fast demo demo-m2f lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	@rm -rf $(DEMO_DIR)
+	@start=$$(date +%s); \
+	$(WEFT) fit --config configs/demo.yaml --trainer.default_root_dir $(DEMO_DIR) && \
+	$(WEFT) test --config configs/demo.yaml --trainer.default_root_dir $(DEMO_DIR) --ckpt_path best && \
+	echo "Demo finished in $$(( $$(date +%s) - start )) s." && \
+	echo "Checkpoints:     $$(ls -d $(DEMO_DIR)/lightning_logs/*/checkpoints | tail -n 1)" && \
+	echo "Prediction maps: $(DEMO_DIR)/predictions/synthetic/"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

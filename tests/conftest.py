@@ -1,0 +1,46 @@
+"""Shared fixtures: the read-only real data folder and small generated datasets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(
+    os.environ.get("WEFT_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
+)
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real sample data shipped beside the repository (read-only)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}; set WEFT_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated dataset with train/ and test/ splits (64 px images)."""
+    from weft_lightning.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "synthetic"
+    generate_dataset(root, num_train=16, num_test=6, size=64, seed=3)
+    return root
+
+
+def copy_pairs(source: Path, target: Path, count: int) -> Path:
+    """Copy the first ``count`` image/mask pairs of a split folder into ``target``."""
+    for sub in ("images", "masks"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    images = sorted((source / "images").iterdir())[:count]
+    masks = {p.stem: p for p in (source / "masks").iterdir()}
+    for image in images:
+        shutil.copy(image, target / "images" / image.name)
+        shutil.copy(masks[image.stem], target / "masks" / masks[image.stem].name)
+    return target

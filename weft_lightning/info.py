@@ -1,0 +1,82 @@
+"""``weft info``: parameter counts of the model a config builds, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def count(parameters: Iterable[nn.Parameter]) -> dict[str, int]:
+    """Total and trainable element counts of distinct parameters."""
+    seen: dict[int, nn.Parameter] = {id(p): p for p in parameters}
+    return {
+        "params": sum(p.numel() for p in seen.values()),
+        "trainable": sum(p.numel() for p in seen.values() if p.requires_grad),
+    }
+
+
+def vit_of(backbone: nn.Module) -> nn.Module | None:
+    """The timm ViT inside a backbone (FrozenViT, WEFTBackbone, PEFT wrappers), if any."""
+    for module in backbone.modules():
+        vit = getattr(module, "vit", None)
+        if isinstance(vit, nn.Module) and hasattr(vit, "blocks"):
+            return vit
+    return None
+
+
+def parameter_report(segmentor: nn.Module) -> dict[str, Any]:
+    """Counts for the whole model and its parts: frozen ViT, WEFT branch and head."""
+    backbone, head = segmentor.backbone, segmentor.head
+    vit = vit_of(backbone)
+    vit_ids = {id(p) for p in vit.parameters()} if vit is not None else set()
+    parts = {
+        "backbone": count(vit.parameters()) if vit is not None else count([]),
+        "weft": count(p for p in backbone.parameters() if id(p) not in vit_ids),
+        "head": count(head.parameters()),
+    }
+    total = count(segmentor.parameters())
+    return {
+        "total_params": total["params"],
+        "trainable_params": total["trainable"],
+        "trainable_percent": round(100.0 * total["trainable"] / max(total["params"], 1), 2),
+        "parts": parts,
+    }
+
+
+def build_model(config: Sequence[str], overrides: Sequence[str]) -> nn.Module:
+    """Instantiate the ``model`` of one or more config files without data or trainer side effects."""
+    from weft_lightning.cli import build_cli
+
+    args: list[str] = []
+    for path in config:
+        args += ["--config", path]
+    cli = build_cli([*args, *overrides, "--trainer.logger", "false"], run=False)
+    return cli.model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="weft info",
+        description="Print total/trainable parameter counts of a config's model as JSON.",
+    )
+    parser.add_argument("--config", action="append", required=True, help="config file (repeatable)")
+    parser.add_argument(
+        "--device",
+        default="meta",
+        help="device to build the model on; 'meta' allocates no memory (default)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="extra CLI overrides, e.g. --model.init_args.lr=1"
+    )
+    args, unknown = parser.parse_known_args(argv)
+    with torch.device(args.device):
+        module = build_model(args.config, [*args.overrides, *unknown])
+    report = parameter_report(module.segmentor)
+    report["model"] = type(module.segmentor.backbone).__name__
+    print(json.dumps(report, indent=2))
+    return 0
