@@ -28,7 +28,10 @@ def test_train_and_test_batches(synthetic_root: Path) -> None:
     (loader,) = dm.test_dataloader()
     batch = next(iter(loader))
     assert batch["image"].shape == (3, 3, 96, 96)
-    assert all(gt.shape == tuple(size) == (64, 64) for gt, size in zip(batch["gt"], batch["size"]))
+    assert all(
+        gt.shape == tuple(size) == (64, 64)
+        for gt, size in zip(batch["gt"], batch["size"], strict=True)
+    )
     assert batch["dataset"] == ["synthetic"] * 3
 
 

@@ -49,7 +49,7 @@ def parameter_report(segmentor: nn.Module) -> dict[str, Any]:
 
 
 def build_model(config: Sequence[str], overrides: Sequence[str]) -> nn.Module:
-    """Instantiate the ``model`` of one or more config files without data or trainer side effects."""
+    """Instantiate the ``model`` of one or more config files (nothing is run)."""
     from weft_lightning.cli import build_cli
 
     args: list[str] = []

@@ -17,7 +17,7 @@ VAL_KEYS = ("sm", "mae", "em_adp", "fm_adp", "wfm", "iou")
 
 
 def poly_warmup_factor(step: int, warmup_steps: int, total_steps: int, power: float) -> float:
-    """Learning-rate factor: linear warm-up from 0, then polynomial decay to 0 at ``total_steps``."""
+    """LR factor: linear warm-up from 0, then polynomial decay to 0 at ``total_steps``."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     span = max(total_steps - warmup_steps, 1)

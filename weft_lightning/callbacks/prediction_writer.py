@@ -20,7 +20,7 @@ def to_uint8(prob: torch.Tensor) -> np.ndarray:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/<dataset>/<stem>.png`` for every predicted (and, optionally, tested) image.
+    """Writes ``<output_dir>/<dataset>/<stem>.png`` for every predicted (and tested) image.
 
     Args:
         output_dir: root folder of the maps; by default ``<trainer.default_root_dir>/predictions``.
