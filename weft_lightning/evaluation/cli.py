@@ -1,0 +1,129 @@
+"""``weft eval``: score saved prediction maps against ground-truth masks; tables and curves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from weft_lightning.evaluation.curves import plot_curves
+from weft_lightning.evaluation.pairing import EvaluationError
+from weft_lightning.evaluation.runner import EvaluationReport, evaluate_spec
+from weft_lightning.evaluation.spec import EvalSpec, load_spec
+from weft_lightning.evaluation.tables import format_results, to_csv, to_latex
+from weft_lightning.metrics import METRIC_KEYS
+
+__all__ = ["build_parser", "main"]
+
+EXAMPLES = """examples:
+  weft eval --pred-dir runs/demo/predictions/synthetic --gt-dir data/synthetic/test/masks
+  weft eval --spec spec.yaml --json results.json --csv results.csv --latex table.tex \\
+            --curves curves/
+
+spec.yaml (relative paths are relative to the spec file):
+  datasets:
+    ECSSD: data/ECSSD/masks
+  methods:
+    WEFT: preds/weft/{dataset}
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``weft eval``."""
+    parser = argparse.ArgumentParser(
+        prog="weft eval",
+        description="Score saved prediction maps (8-bit PNGs) against ground-truth masks with\n"
+        "the field's measures, identical to PySODMetrics: S-measure, MAE, E-/F-measures,\n"
+        "weighted F-measure, IoU, Dice, mIoU. Files pair by stem across extensions;\n"
+        "predictions of another size are resized to the mask's size (with a warning).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_argument_group("what to score (one folder pair, or a spec)")
+    source.add_argument("--pred-dir", type=Path, help="folder of prediction maps")
+    source.add_argument("--gt-dir", type=Path, help="folder of ground-truth masks")
+    source.add_argument("--method", help="method name for --pred-dir (default: its folder name)")
+    source.add_argument("--dataset", help="dataset name for --gt-dir (default: from its path)")
+    source.add_argument("--spec", type=Path, help="YAML spec of methods x datasets")
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--json", type=Path, help="write results and file problems as JSON")
+    out.add_argument("--csv", type=Path, help="write one CSV row per method and dataset")
+    out.add_argument("--latex", type=Path, help="write a LaTeX table, best three per column marked")
+    out.add_argument("--curves", type=Path, help="folder for PR and F-measure curve PNGs")
+    out.add_argument(
+        "--keys",
+        default=",".join(METRIC_KEYS),
+        help="comma-separated measures for the printed and LaTeX tables (default: all)",
+    )
+    out.add_argument("--digits", type=int, default=3, help="decimals in the LaTeX table")
+    out.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any file is unpaired"
+    )
+    return parser
+
+
+def _dataset_name(gt_dir: Path) -> str:
+    """'ECSSD' for data/ECSSD/masks, else the folder's own name."""
+    gt_dir = gt_dir.resolve()
+    generic = {"masks", "mask", "gt", "gts", "ground_truth", "groundtruth", "labels"}
+    return gt_dir.parent.name if gt_dir.name.lower() in generic else gt_dir.name
+
+
+def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> EvalSpec:
+    if args.spec is not None:
+        if args.pred_dir is not None or args.gt_dir is not None:
+            parser.error("use either --spec or --pred-dir/--gt-dir, not both")
+        return load_spec(args.spec)
+    if args.pred_dir is None or args.gt_dir is None:
+        parser.error("give --pred-dir and --gt-dir (or --spec)")
+    if not args.pred_dir.is_dir():
+        raise EvaluationError(f"Prediction folder {args.pred_dir} does not exist")
+    dataset = args.dataset or _dataset_name(args.gt_dir)
+    method = args.method or args.pred_dir.resolve().name
+    return EvalSpec({dataset: args.gt_dir}, {method: {dataset: args.pred_dir}})
+
+
+def _keys(text: str, parser: argparse.ArgumentParser) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in METRIC_KEYS]
+    if unknown or not keys:
+        parser.error(f"--keys: unknown measure(s) {unknown}; choose from {','.join(METRIC_KEYS)}")
+    return keys
+
+
+def _write(report: EvaluationReport, args: argparse.Namespace, keys: list[str]) -> None:
+    outputs = {
+        args.json: lambda: report.to_json(),
+        args.csv: lambda: to_csv(report.results, report.counts),
+        args.latex: lambda: to_latex(report.results, keys, args.digits),
+    }
+    for path, render in outputs.items():
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render())
+            print(f"wrote {path}")
+    if args.curves is not None:
+        curves = {m: {d: r.curves for d, r in per.items()} for m, per in report.folders.items()}
+        for path in plot_curves(curves, args.curves):
+            print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``weft eval``; returns the exit status (2 for unusable input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    keys = _keys(args.keys, parser)
+    try:
+        report = evaluate_spec(_spec(args, parser))
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in report.warnings + report.problems():
+        print(f"warning: {line}", file=sys.stderr)
+    if not report.folders:
+        print("error: nothing was scored (no prediction folder exists)", file=sys.stderr)
+        return 2
+    print(format_results(report.results, keys))
+    _write(report, args, keys)
+    unpaired = any(r.missing or r.extra for per in report.folders.values() for r in per.values())
+    return 1 if args.strict and (unpaired or report.skipped) else 0
