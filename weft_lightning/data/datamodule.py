@@ -1,4 +1,4 @@
-"""SegmentationDataModule: folder datasets for training, validation, named test sets and prediction."""
+"""Lightning DataModules: generic folder data, the four domain presets, a synthetic dataset."""
 
 from __future__ import annotations
 
@@ -12,8 +12,23 @@ import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from weft_lightning.data.catalog import (
+    DATASETS,
+    DOMAINS,
+    LayoutError,
+    SplitDirs,
+    detect_layout,
+    domain_sets,
+    locate,
+)
 from weft_lightning.data.folder import PairedFolderDataset
-from weft_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from weft_lightning.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    GPUAugmentation,
+    eval_transform,
+    train_transform,
+)
 
 STACKED_KEYS = ("image", "mask")
 
@@ -27,23 +42,35 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def split_dirs(folder: Path) -> tuple[Path, Path]:
-    """The ``images``/``masks`` sub-folders of a split folder."""
-    images, masks = folder / "images", folder / "masks"
-    if not images.is_dir() or not masks.is_dir():
-        raise FileNotFoundError(
-            f"{folder} must contain 'images/' and 'masks/' folders (found: "
-            f"{sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no such folder'})."
-        )
-    return images, masks
+def as_split(folder: Path, prefer: str) -> SplitDirs:
+    """The single split a folder holds (any layout the catalog detects), or its ``prefer`` one."""
+    try:
+        layout = detect_layout(folder)
+    except LayoutError as error:
+        raise FileNotFoundError(str(error)) from error
+    if prefer in layout:
+        return layout[prefer]
+    if len(layout) == 1:
+        return next(iter(layout.values()))
+    raise FileNotFoundError(
+        f"{folder} holds the splits {', '.join(layout)} but no {prefer!r} split; give the split "
+        "folder itself."
+    )
+
+
+def split_dirs(folder: Path) -> tuple[Path, Path | None]:
+    """The image and mask folders of a split folder (any layout the catalog detects)."""
+    split = as_split(folder, "test")
+    return split.images, split.masks
 
 
 class SegmentationDataModule(L.LightningDataModule):
     """Binary segmentation data from folders of images and masks paired by stem.
 
-    Either ``root`` holds ``train/``, ``test/`` and optionally ``val/`` split folders (each with
-    ``images/`` and ``masks/``), or the splits are given explicitly. Without a validation split
-    the first test set is used for validation, as is customary in this field.
+    Either ``root`` holds split folders (``train/``, ``test/``, optional ``val/``, each with
+    ``images/`` and ``masks/``, or any layout the catalog detects such as ``Imgs``/``GT`` or
+    ``test-images``/``test-labels``), or the splits are given explicitly. Without a validation
+    split the first test set is used for validation, as is customary in this field.
 
     Args:
         root: dataset root with split folders.
@@ -64,6 +91,11 @@ class SegmentationDataModule(L.LightningDataModule):
         rotate90: random 90° rotations in training.
         vertical_flip: random vertical flips in training.
         color_jitter: colour-jitter strength in training (0 disables it).
+        resize_mismatched_masks: resize a mask whose size differs from its image (nearest, with a
+            warning); by default such a pair is an error naming the mask.
+        gpu_augmentation: run flips, rotations and colour jitter on the device with kornia (in
+            ``on_after_batch_transfer``) instead of in the CPU workers.
+        rotation_degrees: free random rotation range (± degrees), GPU augmentation only.
     """
 
     def __init__(
@@ -85,11 +117,16 @@ class SegmentationDataModule(L.LightningDataModule):
         rotate90: bool = True,
         vertical_flip: bool = True,
         color_jitter: float = 0.2,
+        resize_mismatched_masks: bool = False,
+        gpu_augmentation: bool = False,
+        rotation_degrees: float = 0.0,
     ) -> None:
         super().__init__()
         for label, size in (("crop_size", crop_size), ("eval_size", eval_size)):
             if size % 32:
                 raise ValueError(f"data.{label}={size} must be a multiple of 32.")
+        if rotation_degrees and not gpu_augmentation:
+            raise ValueError("data.rotation_degrees needs data.gpu_augmentation=true.")
         self.root = Path(root).expanduser() if root else None
         self.name = name
         self.train_dirs = [Path(p).expanduser() for p in train_dirs or []]
@@ -106,35 +143,67 @@ class SegmentationDataModule(L.LightningDataModule):
             "vertical_flip": vertical_flip,
             "color_jitter": color_jitter,
         }
+        self.resize_mismatched_masks = resize_mismatched_masks
+        self.gpu_augmentation = gpu_augmentation
+        self.rotation_degrees = rotation_degrees
+        self._gpu_augment: GPUAugmentation | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
         self.predict_set: Dataset | None = None
 
     # ----------------------------------------------------------------- splits
-    def _train_folders(self) -> list[Path]:
-        if self.train_dirs:
-            return self.train_dirs
-        if self.root is not None and (self.root / "train").is_dir():
-            return [self.root / "train"]
-        return []
+    def _root_layout(self) -> dict[str, SplitDirs]:
+        """Splits found under ``root`` (empty without a root)."""
+        if self.root is None:
+            return {}
+        try:
+            return detect_layout(self.root)
+        except LayoutError as error:
+            raise FileNotFoundError(f"data.root: {error}") from error
 
-    def _test_folders(self) -> dict[str, Path]:
-        folders: dict[str, Path] = {}
-        if self.root is not None and (self.root / "test").is_dir():
-            folders[self.name or self.root.name] = self.root / "test"
-        folders.update(self.extra_test_sets)
-        return folders
+    def train_splits(self) -> dict[str, SplitDirs]:
+        """Training splits by name: ``train_dirs``, else the root's ``train`` split."""
+        if self.train_dirs:
+            return {f.name: as_split(f, "train") for f in self.train_dirs}
+        layout = self._root_layout()
+        return {"train": layout["train"]} if "train" in layout else {}
+
+    def val_split(self) -> SplitDirs | None:
+        """The validation split: ``val_dir``, else the root's ``val`` split, else None."""
+        if self.val_dir is not None:
+            return as_split(self.val_dir, "val")
+        return self._root_layout().get("val")
+
+    def test_splits(self) -> dict[str, SplitDirs]:
+        """Named test splits: the root's ``test`` split, then ``test_sets``."""
+        splits: dict[str, SplitDirs] = {}
+        layout = self._root_layout()
+        if "test" in layout and self.root is not None:
+            splits[self.name or self.root.name] = layout["test"]
+        splits.update({n: as_split(f, "test") for n, f in self.extra_test_sets.items()})
+        return splits
 
     @property
     def test_names(self) -> list[str]:
         """Names of the test sets, in dataloader order."""
-        return list(self._test_folders())
+        return list(self.test_splits())
 
-    def _eval_dataset(self, folder: Path, name: str) -> PairedFolderDataset:
-        images, masks = split_dirs(folder)
+    def _dataset(self, split: SplitDirs, name: str, transform: Any, **kwargs: Any) -> Dataset:
+        return PairedFolderDataset(
+            split.images,
+            split.masks,
+            transform,
+            name=name,
+            resize_mismatched_masks=self.resize_mismatched_masks,
+            **kwargs,
+        )
+
+    def _eval_dataset(self, split: SplitDirs, name: str) -> Dataset:
+        if split.masks is None:
+            raise FileNotFoundError(f"Test set {name} ({split.images}) has no mask folder.")
         transform = eval_transform(self.eval_size, self.mean, self.std)
-        return PairedFolderDataset(images, masks, transform, name=name, keep_original=True)
+        return self._dataset(split, name, transform, keep_original=True)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -142,45 +211,53 @@ class SegmentationDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate"):
             self._setup_val()
         if stage in (None, "test"):
-            self.test_sets = {n: self._eval_dataset(f, n) for n, f in self._test_folders().items()}
+            self.test_sets = {n: self._eval_dataset(s, n) for n, s in self.test_splits().items()}
         if stage in (None, "predict"):
             self._setup_predict()
 
     def _setup_fit(self) -> None:
-        folders = self._train_folders()
-        if not folders:
+        splits = self.train_splits()
+        if not splits:
             raise ValueError(
-                "No training data: set data.root to a folder with train/{images,masks} or give "
-                "data.train_dirs."
+                "No training data: set data.root to a folder with train/{images,masks} (or another "
+                "known layout) or give data.train_dirs."
             )
-        transform = train_transform(self.crop_size, self.mean, self.std, **self.augment)
+        transform = train_transform(
+            self.crop_size,
+            self.mean,
+            self.std,
+            **self.augment,
+            geometric_on_gpu=self.gpu_augmentation,
+        )
         parts = []
-        for folder in folders:
-            images, masks = split_dirs(folder)
-            parts.append(PairedFolderDataset(images, masks, transform, name=folder.name))
+        for name, split in splits.items():
+            if split.masks is None:
+                raise FileNotFoundError(f"Training split {name} ({split.images}) has no masks.")
+            parts.append(self._dataset(split, name, transform))
         self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def _setup_val(self) -> None:
-        val_dir = self.val_dir
-        if val_dir is None and self.root is not None and (self.root / "val").is_dir():
-            val_dir = self.root / "val"
-        if val_dir is not None:
-            self.val_set = self._eval_dataset(val_dir, "val")
+        split = self.val_split()
+        if split is not None:
+            self.val_set = self._eval_dataset(split, "val")
             return
-        tests = self._test_folders()
+        tests = self.test_splits()
         if tests:
-            name, folder = next(iter(tests.items()))
-            self.val_set = self._eval_dataset(folder, name)
+            name, split = next(iter(tests.items()))
+            self.val_set = self._eval_dataset(split, name)
 
     def _setup_predict(self) -> None:
-        folder = self.predict_dir
-        if folder is None:
-            tests = self._test_folders()
+        if self.predict_dir is not None:
+            split = SplitDirs("predict", self.predict_dir, None)
+        else:
+            tests = self.test_splits()
             if not tests:
                 raise ValueError("Nothing to predict: set data.predict_dir to a folder of images.")
-            folder = split_dirs(next(iter(tests.values())))[0]
+            split = SplitDirs("predict", next(iter(tests.values())).images, None)
         transform = eval_transform(self.eval_size, self.mean, self.std)
-        self.predict_set = PairedFolderDataset(folder, None, transform, name=folder.name)
+        self.predict_set = PairedFolderDataset(
+            split.images, None, transform, name=split.images.name
+        )
 
     # ------------------------------------------------------------ dataloaders
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
@@ -207,14 +284,218 @@ class SegmentationDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         if not self.test_sets:
             raise ValueError(
-                "No test sets: set data.root to a folder with test/{images,masks} or give "
-                "data.test_sets."
+                "No test sets: set data.root to a folder with test/{images,masks} (or another "
+                "known layout) or give data.test_sets."
             )
         return [self._loader(d, self.eval_batch_size, False) for d in self.test_sets.values()]
 
     def predict_dataloader(self) -> DataLoader:
         assert self.predict_set is not None
         return self._loader(self.predict_set, self.eval_batch_size, shuffle=False)
+
+    # --------------------------------------------------------- device augmentation
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply the kornia augmentation to training batches once they are on the device."""
+        trainer = getattr(self, "trainer", None)
+        if not self.gpu_augmentation or trainer is None or not trainer.training:
+            return batch
+        if self._gpu_augment is None:
+            self._gpu_augment = GPUAugmentation(
+                self.mean,
+                self.std,
+                rotate90=self.augment["rotate90"],
+                vertical_flip=self.augment["vertical_flip"],
+                color_jitter=self.augment["color_jitter"],
+                rotation_degrees=self.rotation_degrees,
+            )
+        augment = self._gpu_augment.to(batch["image"].device)
+        batch["image"], batch["mask"] = augment(batch["image"], batch["mask"])
+        return batch
+
+
+class DomainDataModule(SegmentationDataModule):
+    """A domain's benchmarks found by name under ``root`` (see :mod:`weft_lightning.data.catalog`).
+
+    ``root`` is a folder holding the datasets (``root/EORSSD``, ``root/TestDataset/CAMO``, ...)
+    or one dataset folder itself. Training uses ``train_datasets`` (default: the domain's
+    standard training set); testing uses ``test_datasets`` (default: every test set of the
+    domain present under root), each logged under its own name. Explicit ``train_dirs`` and
+    ``test_sets`` still work. ``mean``/``std`` default to the first training dataset's.
+
+    Args:
+        domain: ``orsi``, ``cod``, ``sod`` or ``polyp``.
+        root: folder holding the datasets.
+        train_datasets: catalog names of the training sets.
+        test_datasets: catalog names of the test sets.
+        mean: normalisation mean; None takes the training dataset's.
+        std: normalisation std; None takes the training dataset's.
+        **kwargs: the :class:`SegmentationDataModule` options.
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        root: str | None = None,
+        train_datasets: list[str] | None = None,
+        test_datasets: list[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if domain not in DOMAINS:
+            raise ValueError(f"data.domain={domain!r} is unknown; use one of {', '.join(DOMAINS)}.")
+        for name in (*(train_datasets or []), *(test_datasets or [])):
+            if name not in DATASETS:
+                raise ValueError(
+                    f"data: unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}."
+                )
+        stats = DATASETS[(train_datasets or [DOMAINS[domain].train[0][0]])[0]]
+        super().__init__(
+            root=root,
+            mean=stats.mean if mean is None else mean,
+            std=stats.std if std is None else std,
+            **kwargs,
+        )
+        self.domain = domain
+        self.train_datasets = list(train_datasets) if train_datasets else None
+        self.test_datasets = list(test_datasets) if test_datasets else None
+        self._resolved: tuple[dict[str, SplitDirs], dict[str, SplitDirs]] | None = None
+
+    def _resolve(self) -> tuple[dict[str, SplitDirs], dict[str, SplitDirs]]:
+        """Training and test splits under root, found once (count warnings appear once)."""
+        if self._resolved is None:
+            if self.root is None:
+                self._resolved = ({}, {})
+            elif self.train_datasets is None and self.test_datasets is None:
+                self._resolved = domain_sets(self.root, self.domain)
+            else:
+                self._resolved = self._named_sets()
+        return self._resolved
+
+    def _named_sets(self) -> tuple[dict[str, SplitDirs], dict[str, SplitDirs]]:
+        """Splits of the datasets named in the config; the domain's standard ones otherwise."""
+        assert self.root is not None
+        named = dict.fromkeys([*(self.train_datasets or []), *(self.test_datasets or [])])
+        layouts = {n: locate(self.root, n) for n in named}
+        need_standard = self.train_datasets is None or self.test_datasets is None
+        train, tests = domain_sets(self.root, self.domain) if need_standard else ({}, {})
+        if self.train_datasets is not None:
+            train = {n: self._split(layouts[n], n, "train") for n in self.train_datasets}
+        if self.test_datasets is not None:
+            tests = {n: self._split(layouts[n], n, "test") for n in self.test_datasets}
+        return train, tests
+
+    def _split(self, layout: dict[str, SplitDirs], name: str, split: str) -> SplitDirs:
+        if split not in layout:
+            raise FileNotFoundError(
+                f"Dataset {name} under {self.root} has no {split} split (found: "
+                f"{', '.join(layout) or 'none'}); check data.root or data.{split}_datasets."
+            )
+        return layout[split]
+
+    def train_splits(self) -> dict[str, SplitDirs]:
+        if self.train_dirs:
+            return super().train_splits()
+        return self._resolve()[0]
+
+    def val_split(self) -> SplitDirs | None:
+        return as_split(self.val_dir, "val") if self.val_dir is not None else None
+
+    def test_splits(self) -> dict[str, SplitDirs]:
+        splits = dict(self._resolve()[1])
+        splits.update({n: as_split(f, "test") for n, f in self.extra_test_sets.items()})
+        return splits
+
+
+class ORSIDataModule(DomainDataModule):
+    """Optical remote sensing (ORSSD, EORSSD, ORSI-4199): seen from above, any orientation is
+    valid, so both flips and 90° rotations are on; 512 px crops as in the WEFT recipe."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        train_datasets: list[str] | None = None,
+        test_datasets: list[str] | None = None,
+        crop_size: int = 512,
+        eval_size: int = 512,
+        rotate90: bool = True,
+        vertical_flip: bool = True,
+        color_jitter: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            "orsi", root, train_datasets, test_datasets, crop_size=crop_size, eval_size=eval_size,
+            rotate90=rotate90, vertical_flip=vertical_flip, color_jitter=color_jitter, **kwargs,
+        )  # fmt: skip
+
+
+class CODDataModule(DomainDataModule):
+    """Camouflaged objects (COD10K + CAMO training; COD10K, CAMO, CHAMELEON, NC4K tests):
+    natural photographs with gravity, so horizontal flips only; 384 px inputs."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        train_datasets: list[str] | None = None,
+        test_datasets: list[str] | None = None,
+        crop_size: int = 384,
+        eval_size: int = 384,
+        rotate90: bool = False,
+        vertical_flip: bool = False,
+        color_jitter: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            "cod", root, train_datasets, test_datasets, crop_size=crop_size, eval_size=eval_size,
+            rotate90=rotate90, vertical_flip=vertical_flip, color_jitter=color_jitter, **kwargs,
+        )  # fmt: skip
+
+
+class SODDataModule(DomainDataModule):
+    """Natural salient objects (DUTS-TR training; DUTS-TE, ECSSD, HKU-IS, PASCAL-S, DUT-OMRON
+    tests): upright photographs, so horizontal flips only; 384 px inputs."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        train_datasets: list[str] | None = None,
+        test_datasets: list[str] | None = None,
+        crop_size: int = 384,
+        eval_size: int = 384,
+        rotate90: bool = False,
+        vertical_flip: bool = False,
+        color_jitter: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            "sod", root, train_datasets, test_datasets, crop_size=crop_size, eval_size=eval_size,
+            rotate90=rotate90, vertical_flip=vertical_flip, color_jitter=color_jitter, **kwargs,
+        )  # fmt: skip
+
+
+class PolypDataModule(DomainDataModule):
+    """Colonoscopy polyps (Kvasir + ClinicDB training, the PraNet split; five test sets): the
+    endoscope has no up, so both flips and 90° rotations; mild colour jitter, since colour
+    carries diagnostic meaning; 352 px inputs as in the PraNet protocol."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        train_datasets: list[str] | None = None,
+        test_datasets: list[str] | None = None,
+        crop_size: int = 352,
+        eval_size: int = 352,
+        rotate90: bool = True,
+        vertical_flip: bool = True,
+        color_jitter: float = 0.1,
+        scale_range: tuple[float, float] = (0.75, 1.25),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            "polyp", root, train_datasets, test_datasets, crop_size=crop_size,
+            eval_size=eval_size, rotate90=rotate90, vertical_flip=vertical_flip,
+            color_jitter=color_jitter, scale_range=scale_range, **kwargs,
+        )  # fmt: skip
 
 
 def default_cache_dir() -> Path:

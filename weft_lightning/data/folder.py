@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,24 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-FOREGROUND_THRESHOLD = 128
+from weft_lightning.data.catalog import IMAGE_EXTENSIONS
+from weft_lightning.data.masks import FOREGROUND_THRESHOLD, binarize, read_mask
+
+__all__ = [
+    "FOREGROUND_THRESHOLD",
+    "IMAGE_EXTENSIONS",
+    "DataFileError",
+    "PairedFolderDataset",
+    "binarize",
+    "list_images",
+    "pair_files",
+    "read_image",
+    "read_mask",
+]
+
+
+class DataFileError(OSError):
+    """A data file that cannot be used; the message names it (also across worker processes)."""
 
 
 @dataclass(frozen=True)
@@ -63,31 +80,35 @@ def pair_files(image_dir: Path, mask_dir: Path | None) -> list[Pair]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image as RGB uint8 (H, W, 3); an undecodable file raises naming it."""
+    """Decode an image as RGB uint8 (H, W, 3); an undecodable or truncated file raises naming it."""
     try:
         with Image.open(path) as image:
             image.load()
             return np.asarray(image.convert("RGB"))
     except Exception as error:
-        raise OSError(f"Cannot decode image {path}: {error}") from error
+        raise DataFileError(
+            f"Cannot decode image {path}: {error}. Replace or remove the file "
+            "(`weft data check` lists every such file)."
+        ) from error
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Decode a mask as 8-bit grayscale (H, W); RGB/RGBA masks are converted to luminance."""
-    try:
-        with Image.open(path) as mask:
-            mask.load()
-            if mask.mode in ("I;16", "I;16B", "I;16L", "I"):
-                values = np.asarray(mask, dtype=np.float64)
-                return np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
-            return np.asarray(mask.convert("L"))
-    except Exception as error:
-        raise OSError(f"Cannot decode mask {path}: {error}") from error
-
-
-def binarize(mask: np.ndarray) -> np.ndarray:
-    """Foreground is strictly above 128 in the 8-bit mask (the field's convention)."""
-    return mask > FOREGROUND_THRESHOLD
+def fit_mask(
+    mask: np.ndarray, image_shape: tuple[int, ...], path: Path, resize: bool
+) -> np.ndarray:
+    """Check a mask's size against its image; resize it (nearest) with a warning if allowed."""
+    (mh, mw), (ih, iw) = mask.shape, image_shape[:2]
+    if (mh, mw) == (ih, iw):
+        return mask
+    if not resize:
+        raise DataFileError(
+            f"Mask {path} is {mw}x{mh} but its image is {iw}x{ih} (W x H); fix the pair, or set "
+            "data.resize_mismatched_masks=true to resize masks to their images (nearest)."
+        )
+    warnings.warn(
+        f"Mask {path} is {mw}x{mh} but its image is {iw}x{ih}: resized to the image (nearest).",
+        stacklevel=2,
+    )
+    return np.asarray(Image.fromarray(mask).resize((iw, ih), Image.Resampling.NEAREST))
 
 
 class PairedFolderDataset(Dataset):
@@ -104,6 +125,8 @@ class PairedFolderDataset(Dataset):
         transform: callable ``(image=np.ndarray, mask=np.ndarray) -> dict`` (albumentations).
         name: dataset name used in logs and output folders.
         keep_original: also return the untransformed binary mask for full-resolution metrics.
+        resize_mismatched_masks: resize a mask whose size differs from its image (nearest, with
+            a warning) instead of raising.
     """
 
     def __init__(
@@ -113,6 +136,7 @@ class PairedFolderDataset(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         name: str = "dataset",
         keep_original: bool = False,
+        resize_mismatched_masks: bool = False,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
@@ -120,6 +144,7 @@ class PairedFolderDataset(Dataset):
         self.transform = transform
         self.name = name
         self.keep_original = keep_original
+        self.resize_mismatched_masks = resize_mismatched_masks
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -129,11 +154,7 @@ class PairedFolderDataset(Dataset):
         image = read_image(pair.image)
         if pair.mask is not None:
             mask = binarize(read_mask(pair.mask)).astype(np.uint8)
-            if mask.shape != image.shape[:2]:
-                raise ValueError(
-                    f"Mask {pair.mask} is {mask.shape[1]}x{mask.shape[0]} but its image "
-                    f"{pair.image} is {image.shape[1]}x{image.shape[0]}; fix the pair."
-                )
+            mask = fit_mask(mask, image.shape, pair.mask, self.resize_mismatched_masks)
         else:
             mask = np.zeros(image.shape[:2], dtype=np.uint8)
         item: dict[str, Any] = {

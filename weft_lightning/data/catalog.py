@@ -1,0 +1,367 @@
+"""Known benchmark datasets, the folder layouts they ship with, and the domains they belong to.
+
+``detect_layout`` finds the image and mask folders of each split under a dataset folder for the
+common conventions (``train/images`` + ``train/masks``, ``Imgs``/``GT``, ``Image``/``GT_Object``,
+``test-images``/``test-labels``, ``image``/``mask``, ``DUTS-TR-Image``/``DUTS-TR-Mask``,
+``Images/Train`` + ``GT/Train``, ...);
+``locate`` finds a named dataset under a root and checks its file counts against the published
+ones; ``DOMAINS`` says what each domain trains and tests on.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DATASETS",
+    "DOMAINS",
+    "IMAGE_EXTENSIONS",
+    "DatasetInfo",
+    "DomainInfo",
+    "LayoutError",
+    "SplitDirs",
+    "count_files",
+    "detect_layout",
+    "domain_sets",
+    "find_dataset",
+    "locate",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Folder-name tokens (lower case, split at '-', '_', spaces and camel-case humps).
+_SPLIT_TOKENS = {
+    "train": "train",
+    "training": "train",
+    "tr": "train",
+    "test": "test",
+    "testing": "test",
+    "te": "test",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+}
+_IMAGE_TOKENS = {"images", "image", "imgs", "img", "original", "rgb", "jpegimages"}
+_MASK_TOKENS = {
+    "masks",
+    "mask",
+    "gt",
+    "labels",
+    "label",
+    "ground",
+    "truth",
+    "groundtruth",
+    "pixelwisegt",
+}
+_NOT_MASK_TOKENS = {"edge", "edges", "instance", "instances", "contour", "boundary"}
+
+
+class LayoutError(ValueError):
+    """A dataset folder whose image/mask folders cannot be found or are ambiguous."""
+
+
+@dataclass(frozen=True)
+class SplitDirs:
+    """Where one split of a dataset lives: an image folder and its mask folder."""
+
+    split: str
+    images: Path
+    masks: Path | None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A published benchmark: its domain, folder names it ships under, and split sizes."""
+
+    name: str
+    domain: str
+    counts: dict[str, int]
+    aliases: tuple[str, ...] = ()
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def names(self) -> set[str]:
+        """Normalised folder names this dataset may be found under."""
+        return {_key(n) for n in (self.name, *self.aliases)}
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A domain's standard protocol: what it trains on and which test sets it reports."""
+
+    name: str
+    train: tuple[tuple[str, str], ...]
+    tests: tuple[tuple[str, str], ...]
+    combined_train: tuple[str, ...] = field(default=())
+
+
+def _info(name: str, domain: str, counts: dict[str, int], *aliases: str) -> DatasetInfo:
+    return DatasetInfo(name, domain, counts, aliases)
+
+
+# EORSSD's mean and std are measured over all pixels of its 1,400 training images (as
+# `weft data check` prints them); the others use the ImageNet statistics of their recipes.
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        _info("ORSSD", "orsi", {"train": 600, "test": 200}),
+        DatasetInfo(
+            "EORSSD",
+            "orsi",
+            {"train": 1400, "test": 600},
+            mean=(0.3503, 0.3802, 0.3601),
+            std=(0.2324, 0.1985, 0.1812),
+        ),
+        _info("ORSI-4199", "orsi", {"train": 2000, "test": 2199}, "ORSI4199"),
+        _info("COD10K", "cod", {"train": 3040, "test": 2026}, "COD10K-v3", "COD10K-v2"),
+        _info("CAMO", "cod", {"train": 1000, "test": 250}, "CAMO-V.1.0-CVIU2019", "CAMO-COCO"),
+        _info("CHAMELEON", "cod", {"test": 76}),
+        _info("NC4K", "cod", {"test": 4121}),
+        _info("COD-train", "cod", {"train": 4040}, "TrainDataset", "COD-TrainDataset"),
+        _info("DUTS", "sod", {"train": 10553, "test": 5019}),
+        _info("ECSSD", "sod", {"test": 1000}),
+        _info("HKU-IS", "sod", {"test": 4447}, "HKUIS"),
+        _info("PASCAL-S", "sod", {"test": 850}, "PASCALS"),
+        _info("DUT-OMRON", "sod", {"test": 5168}, "DUTOMRON", "DUT-O"),
+        _info("Kvasir-SEG", "polyp", {"train": 900, "test": 100}, "Kvasir"),
+        _info("CVC-ClinicDB", "polyp", {"train": 550, "test": 62}, "ClinicDB", "CVC-612"),
+        _info("CVC-ColonDB", "polyp", {"test": 380}, "ColonDB"),
+        _info("ETIS-LaribPolypDB", "polyp", {"test": 196}, "ETIS", "ETIS-Larib"),
+        _info("CVC-300", "polyp", {"test": 60}, "EndoScene", "CVC-EndoSceneStill"),
+        _info("Polyp-train", "polyp", {"train": 1450}, "TrainDataset", "Polyp-TrainDataset"),
+    )
+}
+
+DOMAINS: dict[str, DomainInfo] = {
+    "orsi": DomainInfo(
+        "orsi",
+        train=(("EORSSD", "train"),),
+        tests=(("EORSSD", "test"), ("ORSSD", "test"), ("ORSI-4199", "test")),
+    ),
+    "cod": DomainInfo(
+        "cod",
+        train=(("COD10K", "train"), ("CAMO", "train")),
+        tests=(("COD10K", "test"), ("CAMO", "test"), ("CHAMELEON", "test"), ("NC4K", "test")),
+        combined_train=("COD-train",),
+    ),
+    "sod": DomainInfo(
+        "sod",
+        train=(("DUTS", "train"),),
+        tests=(
+            ("DUTS", "test"),
+            ("ECSSD", "test"),
+            ("HKU-IS", "test"),
+            ("PASCAL-S", "test"),
+            ("DUT-OMRON", "test"),
+        ),
+    ),
+    "polyp": DomainInfo(
+        "polyp",
+        train=(("Kvasir-SEG", "train"), ("CVC-ClinicDB", "train")),
+        tests=(
+            ("Kvasir-SEG", "test"),
+            ("CVC-ClinicDB", "test"),
+            ("CVC-ColonDB", "test"),
+            ("ETIS-LaribPolypDB", "test"),
+            ("CVC-300", "test"),
+        ),
+        combined_train=("Polyp-train",),
+    ),
+}
+
+
+def _tokens(name: str) -> list[str]:
+    """Lower-case words of a folder name: 'DUTS-TR-Image' -> ['duts', 'tr', 'image']."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return [t for t in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if t]
+
+
+def _key(name: str) -> str:
+    """Name without case or punctuation, for alias matching: 'CVC-ClinicDB' -> 'cvcclinicdb'."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _role(name: str) -> tuple[str | None, str | None]:
+    """(role, split) of a folder name: role 'images' or 'masks' (or None), split if it names one."""
+    words = _tokens(name)
+    split = next((_SPLIT_TOKENS[w] for w in words if w in _SPLIT_TOKENS), None)
+    if any(w in _NOT_MASK_TOKENS for w in words):
+        return None, split
+    if any(w in _MASK_TOKENS for w in words):
+        return "masks", split
+    if any(w in _IMAGE_TOKENS for w in words):
+        return "images", split
+    return None, split
+
+
+def _mask_rank(path: Path) -> int:
+    """Prefer object-level ground truth ('GT_Object') over plain names when several exist."""
+    words = _tokens(path.name)
+    return 0 if "object" in words else 1
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _pairs_in(folder: Path, default_split: str) -> list[SplitDirs]:
+    """Image/mask folder pairs directly inside folder, grouped by the split their names give."""
+    found: dict[str, dict[str, list[Path]]] = {}
+    for sub in _subdirs(folder):
+        role, split = _role(sub.name)
+        if role is not None:
+            found.setdefault(split or default_split, {}).setdefault(role, []).append(sub)
+    pairs = []
+    for split, roles in found.items():
+        images = roles.get("images", [])
+        masks = sorted(roles.get("masks", []), key=_mask_rank)
+        if len(images) > 1:
+            raise LayoutError(_ambiguous(folder, images))
+        if len(masks) > 1 and _mask_rank(masks[0]) == _mask_rank(masks[1]):
+            raise LayoutError(_ambiguous(folder, masks))
+        if images:
+            pairs += _split_inside(SplitDirs(split, images[0], masks[0] if masks else None))
+    return pairs
+
+
+def _split_inside(pair: SplitDirs) -> list[SplitDirs]:
+    """Role folders that hold split folders (CAMO's ``Images/Train`` + ``GT/Train``) expand
+    into one pair per split; any other pair is returned as it is."""
+    if count_files(pair.images):
+        return [pair]
+    splits = {_role(d.name)[1]: d for d in _subdirs(pair.images) if _role(d.name)[1]}
+    if not splits:
+        return [pair]
+    masks = {_role(d.name)[1]: d for d in _subdirs(pair.masks)} if pair.masks else {}
+    return [SplitDirs(split, images, masks.get(split)) for split, images in splits.items()]
+
+
+def _ambiguous(folder: Path, candidates: list[Path]) -> str:
+    names = ", ".join(p.name for p in candidates)
+    return (
+        f"Cannot tell which folder of {folder} to use among {names}; "
+        "pass the image and mask folders explicitly."
+    )
+
+
+def detect_layout(folder: str | Path) -> dict[str, SplitDirs]:
+    """Find each split's image and mask folders under a dataset folder, keyed by split name.
+
+    Split folders (``train``, ``TrainDataset``, ``Test``, ``DUTS-TE``, ...) are looked into; a
+    folder holding images and masks directly is one split named by those folders or the folder
+    itself, else ``test`` (single-split benchmarks such as ECSSD). Raises LayoutError when
+    nothing is found or a choice is ambiguous.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LayoutError(f"Dataset folder {folder} does not exist.")
+    own_split = _role(folder.name)[1] or "test"
+    layout = {p.split: p for p in _pairs_in(folder, own_split)}
+    for sub in _subdirs(folder):
+        role, split = _role(sub.name)
+        if role is None and split is not None and split not in layout:
+            for pair in _pairs_in(sub, split):
+                layout.setdefault(pair.split, pair)
+    if not layout:
+        seen = ", ".join(p.name for p in _subdirs(folder)) or "no sub-folders"
+        raise LayoutError(
+            f"No image/mask folders found under {folder} (it holds: {seen}). Expected e.g. "
+            "train/images + train/masks, Imgs + GT, Image + GT_Object or test-images + "
+            "test-labels; otherwise pass the image and mask folders explicitly."
+        )
+    return dict(sorted(layout.items()))
+
+
+def count_files(folder: Path | None) -> int:
+    """Number of image files (by extension) directly inside folder."""
+    if folder is None or not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def find_dataset(root: str | Path, name: str, max_depth: int = 3) -> Path | None:
+    """The folder of dataset ``name`` under root (by its name or aliases, any case); None if absent.
+
+    The root itself matches when its own name is one of the dataset's names.
+    """
+    info = DATASETS.get(name)
+    if info is None:
+        raise KeyError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
+    root = Path(root)
+    names = info.names()
+    if _key(root.name) in names:
+        return root
+    level = [root] if root.is_dir() else []
+    for _ in range(max_depth):
+        level = [sub for parent in level for sub in _subdirs(parent)]
+        hits = [p for p in level if _key(p.name) in names]
+        if hits:
+            return hits[0]
+    return None
+
+
+def check_counts(name: str, layout: dict[str, SplitDirs], warn: bool = True) -> list[str]:
+    """Messages (also warned unless ``warn`` is off) for splits whose image count differs from
+    the published one."""
+    info = DATASETS[name]
+    messages = []
+    for split, expected in info.counts.items():
+        if split not in layout:
+            continue
+        found = count_files(layout[split].images)
+        if found != expected:
+            messages.append(
+                f"Dataset {name}: {split} split has {found} images in {layout[split].images}, "
+                f"the published {name} {split} split has {expected}."
+            )
+    for message in messages if warn else []:
+        warnings.warn(message, stacklevel=2)
+    return messages
+
+
+def locate(root: str | Path, name: str) -> dict[str, SplitDirs]:
+    """Find dataset ``name`` under root, detect its layout and check its counts (warnings)."""
+    folder = find_dataset(root, name)
+    if folder is None:
+        names = ", ".join((name, *DATASETS[name].aliases))
+        raise LayoutError(f"Dataset {name} not found under {root} (looked for folders {names}).")
+    layout = detect_layout(folder)
+    check_counts(name, layout)
+    return layout
+
+
+def domain_sets(root: str | Path, domain: str) -> tuple[dict[str, SplitDirs], dict[str, SplitDirs]]:
+    """Training and test sets of a domain that are present under root, keyed by dataset name.
+
+    Training uses the domain's combined training folder when present (e.g. COD's TrainDataset),
+    else each standard training split found. Test sets absent from root are skipped.
+    """
+    info = DOMAINS.get(domain)
+    if info is None:
+        raise KeyError(f"Unknown domain {domain!r}; known domains: {', '.join(DOMAINS)}.")
+    layouts: dict[str, dict[str, SplitDirs]] = {}
+
+    def present(name: str) -> dict[str, SplitDirs]:
+        if name not in layouts:
+            layouts[name] = _present(root, name)
+        return layouts[name]
+
+    combined = {n: present(n)["train"] for n in info.combined_train if "train" in present(n)}
+    train = combined or {n: present(n)[s] for n, s in info.train if s in present(n)}
+    tests = {n: present(n)[s] for n, s in info.tests if s in present(n)}
+    return train, tests
+
+
+def _present(root: str | Path, name: str) -> dict[str, SplitDirs]:
+    """Layout of dataset ``name`` under root, or an empty dict when it is not there."""
+    folder = find_dataset(root, name)
+    if folder is None:
+        return {}
+    layout = detect_layout(folder)
+    check_counts(name, layout)
+    return layout
