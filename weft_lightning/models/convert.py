@@ -1,0 +1,211 @@
+"""Convert foreign backbone checkpoints into weights that a timm ViT (and FrozenViT) loads.
+
+Uni-Perceiver (the paper's backbone) is a pre-norm ViT with LayerScale, qkv bias, no class
+token, a LayerNorm after the position embedding and no final norm. Its encoder maps one-to-one
+onto a timm ``VisionTransformer`` built with :data:`UNIPERCEIVER_TIMM_KWARGS`, except for three
+tensors that are all added to every patch token and are therefore folded into the position
+table: the spatial table, row 0 of the temporal table and the patch-projection bias (timm's
+pre-norm ViT has no projection bias). Bicubic resizing keeps a constant offset unchanged, so
+the folded table gives the reference result at every input size.
+
+Usage: ``weft convert uniperceiver IN.pth OUT.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from weft_lightning.models.backbone import read_state_dict, strip_prefixes
+
+#: timm ``VisionTransformer`` options of the Uni-Perceiver encoder (give them as
+#: ``model_kwargs`` with ``vit_large_patch16_224``, plus ``norm_eps: 1e-5`` and
+#: ``pos_embed_antialias: false`` on FrozenViT). ``init_values`` only matters for random init.
+UNIPERCEIVER_TIMM_KWARGS: dict[str, object] = {
+    "class_token": False,
+    "global_pool": "",
+    "pre_norm": True,
+    "final_norm": False,
+    "init_values": 0.1,
+    "dynamic_img_size": True,
+}
+#: LayerNorm epsilon of the reference (PyTorch's default).
+UNIPERCEIVER_NORM_EPS = 1e-5
+
+_EMBED = "visual_embed."
+_EMBED_KEYS = {
+    "visual_embed.patch_embed.proj.weight",
+    "visual_embed.patch_embed.proj.bias",
+    "visual_embed.patch_embed.spatial_pos_embed.weight",
+    "visual_embed.patch_embed.temporal_pos_embed.weight",
+    "visual_embed.embeddings_norm.weight",
+    "visual_embed.embeddings_norm.bias",
+}
+_LAYER_KEYS = {
+    "norm1.weight": "norm1.weight",
+    "norm1.bias": "norm1.bias",
+    "self_attn.in_proj.weight": "attn.qkv.weight",
+    "self_attn.in_proj.bias": "attn.qkv.bias",
+    "self_attn.out_proj.weight": "attn.proj.weight",
+    "self_attn.out_proj.bias": "attn.proj.bias",
+    "gamma_1": "ls1.gamma",
+    "norm2.weight": "norm2.weight",
+    "norm2.bias": "norm2.bias",
+    "linear1.weight": "mlp.fc1.weight",
+    "linear1.bias": "mlp.fc1.bias",
+    "linear2.weight": "mlp.fc2.weight",
+    "linear2.bias": "mlp.fc2.bias",
+    "gamma_2": "ls2.gamma",
+}
+_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+
+class CheckpointLayoutError(ValueError):
+    """The checkpoint's keys do not have the expected layout."""
+
+
+def convert_uniperceiver(
+    state: dict[str, torch.Tensor], ignore: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """Uni-Perceiver encoder state dict -> timm ``VisionTransformer`` state dict.
+
+    Keys may carry ``module.``/``backbone.`` prefixes; keys starting with any of ``ignore``
+    (after the prefixes are removed) are dropped. Unknown or missing keys raise one
+    :class:`CheckpointLayoutError` that lists them.
+    """
+    state = strip_prefixes(dict(state), ("module.", "backbone."))
+    state = {k: v for k, v in state.items() if not (ignore and k.startswith(tuple(ignore)))}
+    depth = _check_layout(state)
+    out = _convert_embedding(state)
+    for index in range(depth):
+        for source, target in _LAYER_KEYS.items():
+            out[f"blocks.{index}.{target}"] = state[f"layers.{index}.{source}"]
+    return {key: value.detach().float().contiguous().clone() for key, value in out.items()}
+
+
+def _check_layout(state: dict[str, torch.Tensor]) -> int:
+    """Number of layers; raises with every unknown and missing key listed."""
+    layers: dict[int, set[str]] = {}
+    unknown = []
+    for key in state:
+        match = _LAYER.match(key)
+        if match and match.group(2) in _LAYER_KEYS:
+            layers.setdefault(int(match.group(1)), set()).add(match.group(2))
+        elif key not in _EMBED_KEYS:
+            unknown.append(key)
+    depth = max(layers, default=-1) + 1
+    missing = sorted(_EMBED_KEYS - state.keys())
+    for index in range(depth):
+        missing += [f"layers.{index}.{k}" for k in _LAYER_KEYS if k not in layers.get(index, ())]
+    if unknown or missing or depth == 0:
+        raise CheckpointLayoutError(
+            "Not a Uni-Perceiver encoder checkpoint: "
+            f"unknown keys {_listing(unknown)}; missing keys {_listing(missing)}"
+            f"{'; no `layers.N.*` keys' if depth == 0 else ''}. Drop extra parts with "
+            "`--ignore PREFIX` (e.g. text embeddings) or check that the file is the encoder."
+        )
+    return depth
+
+
+def _convert_embedding(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    spatial = state[f"{_EMBED}patch_embed.spatial_pos_embed.weight"]
+    side = math.isqrt(spatial.shape[0])
+    if side * side != spatial.shape[0]:
+        raise CheckpointLayoutError(
+            f"spatial_pos_embed has {spatial.shape[0]} rows, not a square grid of positions."
+        )
+    temporal = state[f"{_EMBED}patch_embed.temporal_pos_embed.weight"][0]
+    bias = state[f"{_EMBED}patch_embed.proj.bias"]
+    return {
+        "patch_embed.proj.weight": state[f"{_EMBED}patch_embed.proj.weight"],
+        "pos_embed": (spatial + temporal + bias).unsqueeze(0),
+        "norm_pre.weight": state[f"{_EMBED}embeddings_norm.weight"],
+        "norm_pre.bias": state[f"{_EMBED}embeddings_norm.bias"],
+    }
+
+
+def _listing(keys: Sequence[str], limit: int = 12) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > limit else ''}]"
+
+
+def timm_kwargs_for(converted: dict[str, torch.Tensor]) -> dict[str, object]:
+    """The ``model_kwargs`` (sizes + Uni-Perceiver options) that fit converted weights."""
+    dim = converted["pos_embed"].shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in converted if k.startswith("blocks."))
+    hidden = converted["blocks.0.mlp.fc1.weight"].shape[0]
+    patch = converted["patch_embed.proj.weight"].shape[-1]
+    grid = math.isqrt(converted["pos_embed"].shape[1])
+    return {
+        **UNIPERCEIVER_TIMM_KWARGS,
+        "embed_dim": dim,
+        "depth": depth,
+        "mlp_ratio": hidden / dim,
+        "patch_size": patch,
+        "img_size": grid * patch,
+    }
+
+
+def save_weights(weights: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write ``.safetensors`` (with metadata) or, for any other suffix, a plain torch state dict."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(weights, str(path), metadata=metadata)
+    else:
+        torch.save(weights, path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weft convert",
+        description="Convert a backbone checkpoint into weights for a timm ViT / FrozenViT "
+        "(`checkpoint_path`). Files are read weights-only: a checkpoint never runs code.",
+    )
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    uni = formats.add_parser(
+        "uniperceiver",
+        help="Uni-Perceiver encoder (the paper's backbone) -> timm VisionTransformer",
+        description="Uni-Perceiver encoder checkpoint (.pth/.bin/.safetensors; raw or under "
+        "`state_dict`/`model`; `module.`/`backbone.` prefixes allowed) -> timm "
+        "VisionTransformer weights. The position table is folded with the temporal vector.",
+    )
+    uni.add_argument("input", type=Path, help="Uni-Perceiver checkpoint")
+    uni.add_argument("output", type=Path, help="output file (.safetensors recommended)")
+    uni.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="drop keys starting with PREFIX (repeatable), e.g. parts that are not the encoder",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``weft convert``: returns 0 on success, 2 on a bad input file."""
+    args = _parser().parse_args(argv)
+    try:
+        weights = convert_uniperceiver(read_state_dict(args.input), args.ignore)
+    except (CheckpointLayoutError, FileNotFoundError, ValueError) as error:
+        print(f"error: {args.input}: {error}", file=sys.stderr)
+        return 2
+    kwargs = timm_kwargs_for(weights)
+    save_weights(weights, args.output, {"source": "uniperceiver", "timm_kwargs": repr(kwargs)})
+    total = sum(v.numel() for v in weights.values())
+    print(
+        f"wrote {args.output}: {len(weights)} tensors, {total / 1e6:.2f} M parameters.\n"
+        "Load it with FrozenViT(model_name='vit_large_patch16_224', "
+        f"checkpoint_path='{args.output}', norm_eps={UNIPERCEIVER_NORM_EPS}, "
+        f"pos_embed_antialias=False, model_kwargs={kwargs}) (num_heads: 16 for ViT-L)."
+    )
+    return 0
