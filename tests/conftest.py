@@ -8,6 +8,15 @@ from pathlib import Path
 
 import pytest
 
+# Tests run many small models, data-loader workers and DDP subprocesses side by side on a
+# 2-core machine: one intra-op thread per process avoids oversubscription (20-40x slowdowns).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(
     os.environ.get("WEFT_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
 )

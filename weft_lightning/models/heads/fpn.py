@@ -15,10 +15,20 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Se
     )
 
 
+def box_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size`` x ``size`` window (zero padding counted), as two 1-D passes.
+
+    Equal to ``avg_pool2d(x, size, stride=1, padding=size // 2)`` and much faster on the CPU.
+    """
+    pad = size // 2
+    x = F.avg_pool2d(x, (size, 1), stride=1, padding=(pad, 0))
+    return F.avg_pool2d(x, (1, size), stride=1, padding=(0, pad))
+
+
 def structure_loss(logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Boundary-weighted BCE + weighted IoU (the usual loss of salient-object heads), in float32."""
     logits, masks = logits.float(), masks.float()
-    weight = 1 + 5 * torch.abs(F.avg_pool2d(masks, 31, stride=1, padding=15) - masks)
+    weight = 1 + 5 * torch.abs(box_filter(masks, 31) - masks)
     bce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
     wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
     probs = torch.sigmoid(logits)
