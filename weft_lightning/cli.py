@@ -8,7 +8,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 TOOLS: dict[str, tuple[str, str]] = {
     "synth": ("weft_lightning.data.synthetic:main", "generate a synthetic aerial-like dataset"),
@@ -55,6 +56,34 @@ class WEFTLightningCLI(LightningCLI):
             root = Path(self.trainer.default_root_dir)
             config["ckpt_path"] = str(find_checkpoint(root, which))
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the config as given: a checkpoint's module hyper-parameters lack the segmentor
+        (it is a nested config, stored whole under ``weft_config``), so merging them into the
+        config, as LightningCLI does for ``--ckpt_path FILE``, would drop it."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Every run gets a NaN guard, configurable as ``--nan_guard.action stop|skip``."""
+        from weft_lightning.callbacks.nan_guard import NaNGuard
+
+        parser.add_lightning_class_args(NaNGuard, "nan_guard")
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` resumes from the newest last/SLURM checkpoint of earlier runs,
+        or starts from scratch (with a warning) when there is none yet."""
+        from weft_lightning.checkpoint import resume_checkpoint
+
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        roots = [self.trainer.default_root_dir]
+        roots += [logger.save_dir for logger in self.trainer.loggers if logger.save_dir]
+        found = [p for p in (resume_checkpoint(r) for r in roots) if p is not None]
+        if found:
+            config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
+        else:
+            rank_zero_warn(f"--ckpt_path last: no checkpoint under {roots}; starting from scratch.")
+            config["ckpt_path"] = None
+
     def before_validate(self) -> None:
         self._resolve_ckpt_path()
 
@@ -91,6 +120,7 @@ def exit_code(exit_: SystemExit) -> int:
 
 def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
     """The LightningCLI of ``weft`` (also used by tools that read configs)."""
+    from weft_lightning.callbacks import LoggerSaveConfigCallback, RunSummary
     from weft_lightning.data.datamodule import SegmentationDataModule
     from weft_lightning.module import WEFTModule
 
@@ -100,7 +130,9 @@ def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
         datamodule_class=SegmentationDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [RunSummary()]},
         seed_everything_default=42,
         auto_configure_optimizers=False,
         args=list(argv),

@@ -49,10 +49,14 @@ def parameter_report(segmentor: nn.Module) -> dict[str, Any]:
 
 
 def build_model(config: Sequence[str], overrides: Sequence[str]) -> nn.Module:
-    """Instantiate the ``model`` of one or more config files (nothing is run)."""
+    """Instantiate the ``model`` of one or more config files (nothing is run).
+
+    A model-only config (e.g. ``configs/model/weft_l_paper.yaml``) is enough: a placeholder
+    datamodule is given first, and a ``data`` section in the configs replaces it.
+    """
     from weft_lightning.cli import build_cli
 
-    args: list[str] = []
+    args: list[str] = ["--data", "weft_lightning.data.datamodule.SegmentationDataModule"]
     for path in config:
         args += ["--config", path]
     cli = build_cli([*args, *overrides, "--trainer.logger", "false"], run=False)
@@ -62,7 +66,9 @@ def build_model(config: Sequence[str], overrides: Sequence[str]) -> nn.Module:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="weft info",
-        description="Print total/trainable parameter counts of a config's model as JSON.",
+        description="Print total/trainable parameter counts of a config's model and its "
+        "estimated training memory per image (activations, measured by a forward/backward on "
+        "the meta device, or the CPU where meta cannot run the model) as JSON.",
     )
     parser.add_argument("--config", action="append", required=True, help="config file (repeatable)")
     parser.add_argument(
@@ -73,10 +79,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "overrides", nargs="*", help="extra CLI overrides, e.g. --model.init_args.lr=1"
     )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        default=[512],
+        metavar="PIXELS",
+        help="training crop (H [W]) for the activation-memory estimate (default 512)",
+    )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the activation-memory estimate"
+    )
     args, unknown = parser.parse_known_args(argv)
+    if len(args.input_size) > 2 or any(s < 32 or s % 32 for s in args.input_size):
+        parser.error(f"--input-size {args.input_size}: give H or H W, multiples of 32.")
     with torch.device(args.device):
         module = build_model(args.config, [*args.overrides, *unknown])
     report = parameter_report(module.segmentor)
     report["model"] = type(module.segmentor.backbone).__name__
+    if not args.no_memory:
+        from weft_lightning.memory import activation_memory
+
+        size = (args.input_size[0], args.input_size[-1])
+        report["activation_memory"] = activation_memory(module.segmentor, size)
     print(json.dumps(report, indent=2))
     return 0

@@ -10,10 +10,20 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from weft_lightning import checkpoint as ckpt
 from weft_lightning.metrics import SODMetrics
 from weft_lightning.models.segmentor import Segmentor
 
 VAL_KEYS = ("sm", "mae", "em_adp", "fm_adp", "wfm", "iou")
+NO_DECAY_SUFFIXES = (
+    "level_embed",
+    "pos_embed",
+    "cls_token",
+    "reg_token",
+    "query_feat",
+    "query_embed",
+    "prompts",
+)
 
 
 def poly_warmup_factor(step: int, warmup_steps: int, total_steps: int, power: float) -> float:
@@ -68,6 +78,18 @@ class WEFTModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Foreground probabilities (B, 1, H, W) at the input size."""
         return self.segmentor.predict_proba(images)
+
+    def on_fit_start(self) -> None:
+        """Report total / trainable parameter counts on screen and to every logger."""
+        from weft_lightning.info import parameter_report
+
+        report = parameter_report(self.segmentor)
+        rank_zero_info(
+            f"Parameters: {report['total_params']:,} total, {report['trainable_params']:,} "
+            f"trainable ({report['trainable_percent']}%)"
+        )
+        for logger in self.loggers:
+            logger.log_hyperparams({"parameters": report})
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.segmentor.loss(batch["image"], batch["mask"])
@@ -130,22 +152,50 @@ class WEFTModule(L.LightningModule):
         probs = self._original_size_probs(batch)
         return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
 
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep trainable weights only (plus the backbone identity) and the RNG states."""
+        ckpt.slim_checkpoint(self, checkpoint)
+        checkpoint[ckpt.RNG_KEY] = ckpt.collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check the frozen backbone, refill its weights; when resuming a fit, restore the RNGs."""
+        trainer = self._trainer
+        source = str(getattr(trainer, "ckpt_path", None) or "")
+        ckpt.restore_checkpoint(self, checkpoint, source)
+        states = checkpoint.get(ckpt.RNG_KEY)
+        if states is not None and trainer is not None and trainer.state.fn == "fit":
+            ckpt.restore_rng_states(states)
+
     # -------------------------------------------------------------- optimiser
-    def configure_optimizers(self) -> dict[str, Any]:
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups of trainable parameters by (LR scale, weight decay).
+
+        Biases, norms and embeddings get no weight decay. A backbone with ``lr_scales()``
+        (full fine-tuning's layer-wise LR decay) scales the LR of its parameters.
+        """
         hp = self.hparams
-        decay, no_decay = [], []
+        scales_of = getattr(self.segmentor.backbone, "lr_scales", None)
+        scales = {f"backbone.{k}": v for k, v in scales_of().items()} if callable(scales_of) else {}
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, param in self.segmentor.named_parameters():
             if not param.requires_grad:
                 continue
-            is_embedding = name.endswith(("level_embed", "pos_embed", "query_feat", "query_embed"))
-            (no_decay if param.ndim <= 1 or is_embedding else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": hp.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            is_embedding = name.endswith(NO_DECAY_SUFFIXES)
+            decay = param.ndim > 1 and not is_embedding
+            groups.setdefault((scales.get(name, 1.0), decay), []).append(param)
+        return [
+            {
+                "params": params,
+                "lr": hp.lr * scale,
+                "weight_decay": hp.weight_decay if decay else 0.0,
+            }
+            for (scale, decay), params in sorted(groups.items(), key=lambda kv: kv[0])
         ]
-        optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=hp.lr, betas=tuple(hp.betas)
-        )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=tuple(hp.betas))
         total = hp.max_steps or int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -111,6 +112,17 @@ def fit_mask(
     return np.asarray(Image.fromarray(mask).resize((iw, ih), Image.Resampling.NEAREST))
 
 
+def seed_transform(transform: Callable[..., Any]) -> None:
+    """Draw the augmentation seed from torch's generator.
+
+    Albumentations keeps a generator of its own that ``seed_everything`` does not reach; seeding
+    it per item from torch (which Lightning seeds per worker and restores on resume) makes the
+    augmentations reproducible for a given seed, also across an interrupted and resumed run.
+    """
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+
+
 class PairedFolderDataset(Dataset):
     """Images (and masks) from two folders, paired by file stem.
 
@@ -166,6 +178,7 @@ class PairedFolderDataset(Dataset):
         if self.keep_original:
             item["gt"] = mask * 255
         if self.transform is not None:
+            seed_transform(self.transform)
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         item["image"] = image

@@ -114,7 +114,8 @@ def sampling_locations(
     reference_points = reference_points.float()
     offsets = offsets.float()
     if reference_points.shape[-1] == 2:
-        normaliser = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], dim=-1).float()
+        normaliser = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], dim=-1)
+        normaliser = normaliser.to(device=offsets.device, dtype=torch.float32)
         return (
             reference_points[:, :, None, :, None, :]
             + offsets / normaliser[None, None, None, :, None, :]
@@ -167,7 +168,13 @@ def deform_attn_core(
 def level_layout(
     shapes: Sequence[tuple[int, int]], device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(spatial_shapes (L, 2) long, level_start_index (L,) long)`` for maps of ``shapes``."""
+    """``(spatial_shapes (L, 2) long, level_start_index (L,) long)`` for maps of ``shapes``.
+
+    On the ``meta`` device (shape-only runs such as ``weft info``) the layout stays on the CPU so
+    that its values remain readable.
+    """
+    if torch.device(device or "cpu").type == "meta":
+        device = "cpu"
     spatial_shapes = torch.as_tensor(list(shapes), dtype=torch.long, device=device).view(-1, 2)
     areas = spatial_shapes.prod(1)
     start = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])

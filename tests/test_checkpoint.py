@@ -1,0 +1,133 @@
+"""Trainable-only checkpoints: contents, reload through the CLI, refusal of another backbone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from weft_lightning.checkpoint import (
+    CONFIG_KEY,
+    FORMAT_KEY,
+    BackboneMismatchError,
+    backbone_identity,
+    fingerprint,
+    read_checkpoint,
+    resume_checkpoint,
+)
+from weft_lightning.cli import main
+
+REPO = Path(__file__).parents[1]
+VIT = "--model.init_args.segmentor.init_args.backbone.init_args.vit.init_args"
+
+
+def tiny_demo_args(tmp_path: Path) -> list[str]:
+    """The demo config shrunk to a few 64 px images and two training steps."""
+    return [
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+        "--data.init_args.num_train", "8",
+        "--data.init_args.num_test", "4",
+        "--data.init_args.image_size", "64",
+        "--data.init_args.crop_size", "64",
+        "--data.init_args.eval_size", "64",
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.cache_dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+
+
+def test_fingerprint_tracks_exact_values() -> None:
+    a = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}
+    same = {"b": torch.ones(3), "w": torch.arange(6.0).reshape(2, 3).clone()}
+    assert fingerprint(a) == fingerprint(same)
+    changed = {"w": a["w"].clone(), "b": a["b"]}
+    changed["w"][1, 2] += 1e-6
+    assert fingerprint(changed) != fingerprint(a)
+    assert fingerprint({"w": a["w"].reshape(3, 2), "b": a["b"]}) != fingerprint(a)
+
+
+def test_identity_follows_in_place_changes_of_frozen_weights() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    first = backbone_identity(model)
+    assert first["frozen_params"] == 20 and first["model_name"] is None
+    assert backbone_identity(model) == first
+    model[1].weight.data.add_(1.0)  # trainable weights do not change the identity
+    assert backbone_identity(model) == first
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)
+    assert backbone_identity(model)["fingerprint"] != first["fingerprint"]
+
+
+def test_resume_checkpoint_picks_newest_last_or_hpc(tmp_path: Path) -> None:
+    assert resume_checkpoint(tmp_path / "missing") is None
+    (tmp_path / "a" / "checkpoints").mkdir(parents=True)
+    older = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    older.write_bytes(b"0")
+    (tmp_path / "a" / "checkpoints" / "best-epoch=03.ckpt").write_bytes(b"0")
+    assert resume_checkpoint(tmp_path) == older
+    newer = tmp_path / "hpc_ckpt_2.ckpt"
+    newer.write_bytes(b"0")
+    os.utime(older, (1, 1))
+    assert resume_checkpoint(tmp_path) == newer
+
+
+def test_checkpoint_keeps_trainable_weights_and_reloads(tmp_path: Path) -> None:
+    args = tiny_demo_args(tmp_path)
+    assert main(["fit", *args]) == 0
+    path = next((tmp_path / "run").rglob("last.ckpt"))
+    checkpoint = read_checkpoint(path)
+    state = checkpoint["state_dict"]
+    assert not any(".vit." in key for key in state), "frozen ViT weights must not be saved"
+    assert any(key.startswith("segmentor.head.") for key in state)
+    identity = checkpoint[FORMAT_KEY]["backbone"]
+    assert identity["model_name"] == "vit_tiny_patch16_224" and identity["frozen_params"] > 0
+    assert checkpoint[FORMAT_KEY]["dropped_keys"] > 0
+    assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
+    config = yaml.safe_load(checkpoint[CONFIG_KEY])
+    assert config["model"]["init_args"]["lr"] == 0.001
+    saved = sum(t.numel() * t.element_size() for t in state.values())
+    assert saved < identity["frozen_params"] * 4  # smaller than the frozen part it leaves out
+
+    # a new process rebuilds the frozen ViT from the config (same seed) and loads strictly
+    assert main(["test", *args, "--ckpt_path", str(path)]) == 0
+
+    # another random backbone (other seed) or another model is refused with a clear message
+    with pytest.raises(BackboneMismatchError, match="seed_everything"):
+        main(["test", *args, "--seed_everything", "7", "--ckpt_path", str(path)])
+    other = [f"{VIT}.model_name", "vit_small_patch16_224"]
+    with pytest.raises(BackboneMismatchError, match="vit_small_patch16_224"):
+        main(["validate", *args, *other, "--ckpt_path", str(path)])
+
+
+@pytest.mark.slow
+def test_paper_preset_checkpoint_is_small(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """WEFT-L (ViT-L/16 + WEFT + Mask2Former, random init): one step, then the file sizes."""
+    args = tiny_demo_args(tmp_path)
+    args += ["--config", str(REPO / "configs" / "model" / "weft_l_paper.yaml")]
+    args += ["--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    args += ["--data.init_args.num_train", "2", "--data.init_args.num_test", "2"]
+    args += ["--data.init_args.batch_size", "2", "--data.init_args.eval_batch_size", "2"]
+    assert main(["fit", *args]) == 0
+    path = next((tmp_path / "run").rglob("last.ckpt"))
+    checkpoint = read_checkpoint(path)
+    trainable = sum(t.numel() * t.element_size() for t in checkpoint["state_dict"].values())
+    frozen = checkpoint[FORMAT_KEY]["backbone"]["frozen_params"] * 4
+    on_disk = path.stat().st_size
+    with capsys.disabled():
+        print(
+            f"\nWEFT-L checkpoint on disk: {on_disk / 1e6:.1f} MB (trainable weights "
+            f"{trainable / 1e6:.1f} MB + AdamW state); full state dict: "
+            f"{(trainable + frozen) / 1e6:.1f} MB"
+        )
+    assert on_disk < 250e6
+    assert trainable + frozen > 7 * on_disk
