@@ -110,3 +110,12 @@ def test_info_reports_parts(capsys: pytest.CaptureFixture[str]) -> None:
     assert parts["backbone"]["trainable"] == 0 and parts["backbone"]["params"] > 0
     assert report["trainable_params"] == sum(p["trainable"] for p in parts.values())
     assert 0 < report["trainable_percent"] < 100
+
+
+def test_missing_checkpoint_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = tiny_demo_args(tmp_path)
+    assert main(["test", *args, "--ckpt_path", "best"]) == 1
+    err = capsys.readouterr().err
+    assert "No 'best' checkpoint found" in err and "Traceback" not in err

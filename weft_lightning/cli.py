@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -46,15 +47,28 @@ class WEFTLightningCLI(LightningCLI):
     """LightningCLI with the model and the data chosen by ``class_path`` in the config.
 
     ``--ckpt_path best|last`` in ``validate``, ``test`` and ``predict`` also works in a new
-    process: the checkpoint is looked up under the trainer's ``default_root_dir``.
+    process: the checkpoint is looked up under the trainer's ``default_root_dir`` and the
+    loggers' save folders.
     """
+
+    def _search_roots(self) -> list[Path]:
+        roots = [self.trainer.default_root_dir]
+        roots += [logger.save_dir for logger in self.trainer.loggers if logger.save_dir]
+        return list(dict.fromkeys(Path(r) for r in roots))
 
     def _resolve_ckpt_path(self) -> None:
         config = self.config_init[self.subcommand]
         which = config.get("ckpt_path")
         if which in ("best", "last") and not self.trainer.checkpoint_callback.best_model_path:
-            root = Path(self.trainer.default_root_dir)
-            config["ckpt_path"] = str(find_checkpoint(root, which))
+            found, errors = [], []
+            for root in self._search_roots():
+                try:
+                    found.append(find_checkpoint(root, which))
+                except FileNotFoundError as error:
+                    errors.append(str(error))
+            if not found:
+                raise FileNotFoundError(errors[0])
+            config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
 
     def _parse_ckpt_path(self) -> None:
         """Keep the config as given: a checkpoint's module hyper-parameters lack the segmentor
@@ -75,8 +89,7 @@ class WEFTLightningCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
             return
-        roots = [self.trainer.default_root_dir]
-        roots += [logger.save_dir for logger in self.trainer.loggers if logger.save_dir]
+        roots = self._search_roots()
         found = [p for p in (resume_checkpoint(r) for r in roots) if p is not None]
         if found:
             config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
@@ -141,18 +154,48 @@ def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
     )
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user causes (files, layouts, configs, checkpoints): one line, no traceback."""
+    from weft_lightning.callbacks.nan_guard import NonFiniteLossError
+    from weft_lightning.checkpoint import BackboneMismatchError
+    from weft_lightning.data.catalog import LayoutError
+    from weft_lightning.data.folder import DataFileError
+    from weft_lightning.data.masks import MaskDecodeError
+    from weft_lightning.evaluation.pairing import EvaluationError
+    from weft_lightning.models.convert import CheckpointLayoutError
+
+    return (
+        NonFiniteLossError,
+        BackboneMismatchError,
+        LayoutError,
+        DataFileError,
+        MaskDecodeError,
+        EvaluationError,
+        CheckpointLayoutError,
+        FileNotFoundError,
+    )
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``weft``; returns the exit status."""
+    """Entry point of ``weft``; returns the exit status.
+
+    Errors a user can fix are printed as one line (set ``WEFT_DEBUG=1`` for the traceback).
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in TOOLS:
-        return run_tool(argv[0], argv[1:])
-    if not argv or argv[0] in ("-h", "--help"):
-        print(tools_help() + "\n")
-        argv = ["--help"]
     try:
+        if argv and argv[0] in TOOLS:
+            return run_tool(argv[0], argv[1:])
+        if not argv or argv[0] in ("-h", "--help"):
+            print(tools_help() + "\n")
+            argv = ["--help"]
         build_cli(argv)
     except SystemExit as exit_:
         return exit_code(exit_)
+    except Exception as error:
+        if os.environ.get("WEFT_DEBUG") or not isinstance(error, user_errors()):
+            raise
+        print(f"weft: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
