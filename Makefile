@@ -37,5 +37,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: install
+	$(BIN)/python benchmarks/bench_train_step.py --preset cpu-small --with-cp \
+		--out benchmarks/results/train_step_cpu_small_cp.json
+	$(BIN)/python benchmarks/bench_train_step.py --preset cpu-small --no-with-cp \
+		--out benchmarks/results/train_step_cpu_small_nocp.json
+	$(BIN)/python benchmarks/bench_inference.py --preset cpu-small \
+		--out benchmarks/results/inference_cpu_small.json
+	$(BIN)/python benchmarks/common.py readme
+
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

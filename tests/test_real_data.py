@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import copy_pairs
 
-from tests.conftest import copy_pairs
 from weft_lightning.cli import main
 
 REPO = Path(__file__).parents[1]

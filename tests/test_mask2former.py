@@ -1,0 +1,224 @@
+"""Mask2Former head: sizes, losses, gradients, inference and a one-batch overfit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from weft_lightning.models.heads.mask2former import Mask2FormerHead
+from weft_lightning.models.heads.point_sampling import importance_points
+from weft_lightning.models.heads.position_encoding import SinePositionEncoding
+from weft_lightning.models.heads.transformer_decoder import _unblock_empty_rows
+
+TINY = dict(
+    hidden_dim=32,
+    num_queries=8,
+    enc_layers=1,
+    enc_ffn=64,
+    dec_layers=3,
+    dec_ffn=64,
+    nheads=4,
+    norm_groups=8,
+    num_points=256,
+)
+
+
+class ConvPyramid(nn.Module):
+    """A small trainable conv net with the backbone interface (strides 4, 8, 16, 32)."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 2, 1), nn.ReLU()
+        )
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, 2, 1), nn.ReLU()) for _ in range(3)
+        )
+        self.out_channels = [width] * 4
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        maps = [self.stem(images)]
+        for stage in self.stages:
+            maps.append(stage(maps[-1]))
+        return maps
+
+
+def pyramid(batch: int = 2, channels: int = 16, size: int = 64) -> list[torch.Tensor]:
+    return [torch.randn(batch, channels, size // s, size // s) for s in (4, 8, 16, 32)]
+
+
+def blob_batch(batch: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with one bright rectangle each on a noisy dark background, and its mask."""
+    generator = torch.Generator().manual_seed(0)
+    images = 0.2 * torch.randn(batch, 3, size, size, generator=generator)
+    masks = torch.zeros(batch, 1, size, size)
+    for i in range(batch):
+        top, left = torch.randint(0, size // 2, (2,), generator=generator).tolist()
+        height, width = torch.randint(size // 4, size // 2, (2,), generator=generator).tolist()
+        masks[i, :, top : top + height, left : left + width] = 1.0
+    images = images + masks * torch.tensor([1.0, 0.5, -0.5]).view(1, 3, 1, 1)
+    return images, masks
+
+
+def test_paper_head_has_the_paper_parameter_count() -> None:
+    head = Mask2FormerHead([1024] * 4)
+    trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    assert trainable == 3_198_243
+    assert abs(trainable - 3_198_000) / 3_198_000 < 0.005
+
+
+def test_paper_config_uses_the_paper_head() -> None:
+    config = Path(__file__).parents[1] / "configs" / "model" / "weft_l_paper.yaml"
+    segmentor = yaml.safe_load(config.read_text())["model"]["init_args"]["segmentor"]
+    head_config = segmentor["init_args"]["head"]
+    assert head_config["class_path"] == "weft_lightning.models.heads.mask2former.Mask2FormerHead"
+    head = Mask2FormerHead([1024] * 4, **head_config["init_args"])
+    assert sum(p.numel() for p in head.parameters() if p.requires_grad) == 3_198_243
+
+
+def test_outputs_have_one_prediction_per_layer() -> None:
+    head = Mask2FormerHead([16] * 4, **TINY)
+    out = head(pyramid())
+    assert out["pred_logits"].shape == (2, 8, 3)
+    assert out["pred_masks"].shape == (2, 8, 16, 16)
+    assert len(out["aux_outputs"]) == TINY["dec_layers"]
+    probs = head.predict(out, (70, 50))
+    assert probs.shape == (2, 1, 70, 50)
+    assert probs.min() >= 0 and probs.max() <= 1
+
+
+def test_targets_drop_empty_segments() -> None:
+    head = Mask2FormerHead([16] * 4, **TINY)
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[0, :, 2:4, 2:4] = 1.0
+    masks[2] = 1.0
+    targets = head.targets(masks)
+    assert targets[0]["labels"].tolist() == [0, 1]
+    assert torch.equal(targets[0]["masks"][1], masks[0, 0])
+    assert torch.equal(targets[0]["masks"][0], 1 - masks[0, 0])
+    assert targets[1]["labels"].tolist() == [0]
+    assert targets[2]["labels"].tolist() == [1]
+    foreground_only = Mask2FormerHead([16] * 4, **{**TINY, "num_classes": 1})
+    assert foreground_only.targets(masks)[1]["labels"].numel() == 0
+
+
+def test_every_head_parameter_receives_a_gradient() -> None:
+    torch.manual_seed(0)
+    head = Mask2FormerHead([16] * 4, **TINY)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    features = pyramid()
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[0, :, 10:40, 20:50] = 1.0
+    for _ in range(2):  # at init the deformable queries have zero weights: step once first
+        optimizer.zero_grad()
+        losses = head.loss(head(features), masks)
+        losses["loss"].backward()
+        assert all(p.grad is not None for p in head.parameters())
+        optimizer.step()
+    assert set(losses) >= {"loss", "loss_ce", "loss_mask", "loss_dice", "loss_deep"}
+    missing = [n for n, p in head.named_parameters() if not p.grad.any()]
+    assert not missing
+
+
+def test_all_background_ground_truth_trains_without_nan() -> None:
+    torch.manual_seed(0)
+    backbone = ConvPyramid()
+    head = Mask2FormerHead(backbone.out_channels, **TINY)
+    params = [*backbone.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    images, masks = torch.randn(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    for _ in range(5):
+        loss = head.loss(head(backbone(images)), masks)["loss"]
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+        optimizer.step()
+    probs = head.predict(head(backbone(images)), (64, 64))
+    assert torch.isfinite(probs).all()
+
+
+def test_loss_is_float32_under_bf16_autocast() -> None:
+    head = Mask2FormerHead([16] * 4, **TINY)
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[:, :, 8:24, 8:40] = 1.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(pyramid())
+        losses = head.loss(out, masks)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert torch.isfinite(losses["loss"])
+
+
+def test_overfitting_one_batch_separates_the_object() -> None:
+    torch.manual_seed(0)
+    images, masks = blob_batch()
+    backbone = ConvPyramid()
+    head = Mask2FormerHead(backbone.out_channels, **TINY)
+    optimizer = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=2e-3)
+    losses = []
+    for _ in range(50):
+        loss = head.loss(head(backbone(images)), masks)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    with torch.no_grad():
+        probs = head.predict(head(backbone(images)), (64, 64))
+    pred = probs > 0.5
+    truth = masks > 0.5
+    iou = (pred & truth).sum() / (pred | truth).sum()
+    assert iou > 0.7
+
+
+def test_unblock_empty_rows_only_touches_fully_masked_rows() -> None:
+    mask = torch.tensor([[[True, True, True], [True, False, True]]])
+    fixed = _unblock_empty_rows(mask)
+    assert fixed[0, 0].tolist() == [False, False, False]
+    assert fixed[0, 1].tolist() == [True, False, True]
+
+
+def test_importance_points_prefer_uncertain_regions() -> None:
+    logits = torch.full((1, 1, 32, 32), 10.0)
+    logits[..., :, 16:] = 0.0  # uncertain right half
+    coords = importance_points(logits, 400, oversample_ratio=3.0, importance_sample_ratio=0.75)
+    assert coords.shape == (1, 400, 2)
+    assert (coords[0, :300, 0] > 0.49).all()
+    assert coords.min() >= 0 and coords.max() <= 1
+
+
+def test_position_encoding_is_distinct_per_position() -> None:
+    encoding = SinePositionEncoding(16)(torch.zeros(2, 5, 6, 7))
+    assert encoding.shape == (2, 32, 6, 7)
+    flat = encoding[0].flatten(1).T
+    assert torch.cdist(flat, flat).add(torch.eye(42) * 1e3).min() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"in_channels": [16] * 3}, "4 pyramid levels"),
+        ({"num_classes": 3}, "num_classes=3"),
+        ({"hidden_dim": 30}, "hidden_dim=30"),
+        ({"norm_groups": 5}, "norm_groups=5"),
+    ],
+)
+def test_bad_options_raise_clear_errors(kwargs: dict, message: str) -> None:
+    options = {**TINY, **kwargs}
+    in_channels = options.pop("in_channels", [16] * 4)
+    with pytest.raises(ValueError, match=message):
+        Mask2FormerHead(in_channels, **options)
+
+
+def test_predict_sums_foreground_probability_times_mask() -> None:
+    head = Mask2FormerHead([16] * 4, **TINY)
+    logits = torch.tensor([[[0.0, 2.0, -1.0], [1.0, -1.0, 0.5]]])
+    masks = torch.tensor([[[[3.0, -3.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2)
+    class_fg = logits.softmax(-1)[0, :, 1]
+    expected = class_fg[0] * masks[0, 0].sigmoid() + class_fg[1] * masks[0, 1].sigmoid()
+    probs = head.predict({"pred_logits": logits, "pred_masks": masks}, (1, 2))
+    assert torch.allclose(probs[0, 0], expected)
