@@ -194,7 +194,10 @@ def main(args: Sequence[str] | None = None) -> int:
     except Exception as error:
         if os.environ.get("WEFT_DEBUG") or not isinstance(error, user_errors()):
             raise
-        print(f"weft: error: {error}", file=sys.stderr)
+        message = str(error).strip()
+        if "Traceback" in message:  # re-raised from a data-loader worker: keep its last line
+            message = message.splitlines()[-1]
+        print(f"weft: error: {message}", file=sys.stderr)
         return 1
     return 0
 
