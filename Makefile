@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEFT := $(BIN)/weft
 DEMO_DIR ?= runs/demo
 
-.PHONY: install test test-fast demo demo-m2f lint format bench clean
+.PHONY: install test test-fast demo lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -7,7 +7,10 @@ fine-tuning gets its layer-wise LR decay). Every method runs in its own subproce
 memory figures do not mix: ``torch.cuda.max_memory_allocated`` on GPU, and on CPU the peak RSS
 minus the RSS right after imports (measured after building the model once on the
 ``meta`` device, so that every module the build imports is counted in the baseline; the figure
-covers weights, gradients, optimiser state and activations).
+covers weights, gradients, optimiser state and activations). ``--malloc-mmap-threshold 65536``
+makes freed tensors leave the process, so that peak RSS follows the memory in use, like
+``max_memory_allocated`` on GPU (see ``common.worker_env``); it slows the step, so take times
+from a run without it.
 Writes a JSON and a markdown table with time and memory ratios to full fine-tuning.
 
     python benchmarks/bench_train_step.py --preset cpu-small
@@ -57,6 +60,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
+    parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        help="glibc MALLOC_MMAP_THRESHOLD_ of the workers (65536: peak RSS = memory in use)",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "train_step.json")
@@ -171,12 +179,13 @@ def sync(device: Any) -> None:
 
 
 # ------------------------------------------------------------------ parent (all methods)
-def run_worker(method: str, argv: Sequence[str]) -> dict[str, Any]:
+def run_worker(method: str, argv: Sequence[str], mmap_threshold: int | None) -> dict[str, Any]:
     """Measure ``method`` in a fresh Python process and read its result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, __file__, *argv, "--worker", method, "--worker-out", str(out)]
-        done = subprocess.run(command, capture_output=True, text=True)
+        env = common.worker_env(mmap_threshold)
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0 or not out.is_file():
             sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
             raise SystemExit(f"bench_train_step: method {method!r} failed (see above).")
@@ -223,6 +232,8 @@ def table(report: dict[str, Any]) -> str:
         f"checkpointing {'on' if s['with_cp'] else 'off'}, compile {s['compile']}, "
         f"channels_last {s['channels_last']}, {report['env']['device_name']}"
     )
+    if s.get("malloc_mmap_threshold") is not None:
+        title += f", MALLOC_MMAP_THRESHOLD_={s['malloc_mmap_threshold']}"
     return f"{title}\n\n{common.markdown_table(header, rows)}"
 
 
@@ -241,13 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     methods = list(dict.fromkeys(args.method or DEFAULT_METHODS))
     passed = [*argv, "--device", args.device, "--batch", str(args.batch)]
-    results = {m: run_worker(m, passed) for m in methods}
+    results = {m: run_worker(m, passed, args.malloc_mmap_threshold) for m in methods}
     settings = {
         k: getattr(args, k)
         for k in ("preset", "config", "depth", "size", "batch", "precision", "with_cp")
     }
     settings |= {"compile": args.compile, "channels_last": args.channels_last}
     settings |= {"warmup": args.warmup, "steps": args.steps, "threads": args.threads}
+    settings |= {"malloc_mmap_threshold": args.malloc_mmap_threshold}
     report = {
         "benchmark": "training step (forward, fp32 loss, backward, AdamW step)",
         "command": "python benchmarks/bench_train_step.py " + " ".join(argv),

@@ -44,10 +44,13 @@ PRESETS: dict[str, Preset] = {
 }
 
 # Backbone adaptation per method: WEFT is the model config itself; the others stack their
-# baseline config from configs/ablation (same ViT, same head).
+# baseline config from configs/ablation (same ViT, same head). ``full`` is full fine-tuning of
+# the same WEFT model (the ViT unfrozen, layer-wise LR decay), the paper's comparison;
+# ``full_vit`` fine-tunes the plain ViT without the WEFT branch.
 METHOD_CONFIGS: dict[str, str | None] = {
     "weft": None,
-    "full": "configs/ablation/peft_full.yaml",
+    "full": "configs/ablation/weft_full.yaml",
+    "full_vit": "configs/ablation/peft_full.yaml",
     "frozen": "configs/ablation/peft_frozen.yaml",
     "lora": "configs/ablation/peft_lora.yaml",
     "vpt": "configs/ablation/peft_vpt.yaml",
@@ -70,6 +73,7 @@ def model_args(
         overrides.append(f"{VIT}.model_kwargs={json.dumps({'depth': depth})}")
     if with_cp is not None:
         overrides.append(f"{BACKBONE}.with_cp={str(with_cp).lower()}")
+        overrides.append(f"{SEGMENTOR}.checkpoint_head={str(with_cp).lower()}")
     return configs, overrides
 
 
@@ -86,6 +90,22 @@ def build_module(configs: Sequence[str], overrides: Sequence[str]) -> Any:
     from weft_lightning.info import build_model
 
     return build_model(configs, overrides)
+
+
+def worker_env(mmap_threshold: int | None) -> dict[str, str]:
+    """Environment of a measuring subprocess, optionally with glibc's mmap threshold fixed.
+
+    glibc serves allocations below its (growing, up to 32 MiB) mmap threshold from the heap
+    and keeps freed heap memory in the process, so peak RSS also counts memory freed long
+    before the peak. With a small fixed ``MALLOC_MMAP_THRESHOLD_`` (such as 65536) every
+    tensor-sized allocation is mapped separately and returned on free, so peak RSS measures the
+    memory in use (the CPU counterpart of ``torch.cuda.max_memory_allocated``), at the price of
+    page faults that slow the step: measure time and memory in separate runs.
+    """
+    env = dict(os.environ)
+    if mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    return env
 
 
 def rss_mib() -> float:
@@ -159,7 +179,10 @@ def write_readme(results: Path = RESULTS) -> Path:
         "Written by `make bench` (CPU) and `benchmarks/gpu_check.sh` (CUDA). Each section is the",
         "table of one JSON file in this folder; the JSON holds the settings and raw figures.",
         "Memory on CPU is the peak RSS minus the RSS right after imports; on GPU it is",
-        "`torch.cuda.max_memory_allocated`. Ratios are against full fine-tuning.",
+        "`torch.cuda.max_memory_allocated`; a title ending in `MALLOC_MMAP_THRESHOLD_=65536`",
+        "means freed memory left the process, so the CPU peak counts memory in use only.",
+        "Ratios are against `full`: full fine-tuning of the same WEFT model",
+        "(`configs/ablation/weft_full.yaml`, the ViT unfrozen with layer-wise LR decay).",
         "The `cpu-small` preset cuts the ViT to 4 blocks, so the fixed cost of WEFT's expert",
         "branch weighs far more there than with the paper's 24 blocks: compare methods at",
         "`--preset paper` (ViT-L, 512x512) for figures that speak for the paper's setting.",

@@ -65,12 +65,21 @@ def check_composition(parser: ArgumentParser, domain: Path, ablation: Path) -> N
     original = backbone_of(yaml.safe_load(domain.read_text()))
     resolved = config[BACKBONE]
     assert resolved.class_path == delta.get("class_path", original["class_path"])
-    for key, value in (delta.get("init_args") or {}).items():
-        assert resolved.init_args[key] == value, (domain.name, ablation.name, key)
+    assert_values_won(resolved.init_args, delta.get("init_args") or {}, (domain, ablation))
     # the domain's ViT (name and weights) survives every ablation, class switches included
     vit = original["init_args"]["vit"]["init_args"]
     assert resolved.init_args.vit.init_args.model_name == vit["model_name"]
     assert resolved.init_args.vit.init_args.checkpoint_path == vit.get("checkpoint_path")
+
+
+def assert_values_won(resolved: Any, delta: dict[str, Any], where: tuple[Path, Path]) -> None:
+    """Every leaf value of ``delta`` (nested sections such as ``vit.init_args`` included) is the
+    resolved value."""
+    for key, value in delta.items():
+        if isinstance(value, dict):
+            assert_values_won(resolved[key], value, where)
+        else:
+            assert resolved[key] == value, (where[0].name, where[1].name, key)
 
 
 def test_ablation_set_is_complete() -> None:
@@ -121,8 +130,9 @@ def test_ablation_builds_and_trains_a_step(ablation: Path, tmp_path: Path) -> No
     module = build_cli(args, run=False).model
     backbone = module.segmentor.backbone
     trainable = [p for p in module.parameters() if p.requires_grad]
-    assert trainable and all(not p.requires_grad for p in backbone.vit.vit.blocks.parameters()) == (
-        "full_finetune" not in ablation.stem
+    vit_trains = ablation.stem in ("full_finetune", "weft_full")
+    assert trainable and all(p.requires_grad for p in backbone.vit.vit.blocks.parameters()) == (
+        vit_trains
     )
     images, masks = torch.randn(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.5).float()
     module.train()

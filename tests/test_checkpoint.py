@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from weft_lightning.callbacks import ModelCheckpoint
 from weft_lightning.checkpoint import (
     CONFIG_KEY,
     FORMAT_KEY,
@@ -76,6 +77,33 @@ def test_resume_checkpoint_picks_newest_last_or_hpc(tmp_path: Path) -> None:
     newer.write_bytes(b"0")
     os.utime(older, (1, 1))
     assert resume_checkpoint(tmp_path) == newer
+
+
+def test_last_checkpoint_follows_every_epoch_when_the_score_gets_worse(tmp_path: Path) -> None:
+    """``last.ckpt`` is the latest state, not a copy of the best one (Lightning 2.6 writes it
+    only with a new top-k checkpoint), so that ``--ckpt_path last`` resumes where a run stopped."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    class Worsening(BoringModel):
+        def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+            self.log("score", -float(self.current_epoch))  # best at epoch 0, worse after
+
+    callback = ModelCheckpoint(monitor="score", mode="max", save_last=True)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[callback],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Worsening())
+    assert read_checkpoint(callback.best_model_path)["global_step"] == 2
+    assert Path(callback.last_model_path).name == "last.ckpt"
+    assert read_checkpoint(callback.last_model_path)["global_step"] == trainer.global_step == 6
 
 
 def test_checkpoint_keeps_trainable_weights_and_reloads(

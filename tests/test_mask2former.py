@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,12 @@ import torch
 import yaml
 from torch import nn
 
+from weft_lightning.models.heads.fpn import FPNHead
 from weft_lightning.models.heads.mask2former import Mask2FormerHead
 from weft_lightning.models.heads.point_sampling import importance_points
 from weft_lightning.models.heads.position_encoding import SinePositionEncoding
 from weft_lightning.models.heads.transformer_decoder import _unblock_empty_rows
+from weft_lightning.models.segmentor import Segmentor
 
 TINY = dict(
     hidden_dim=32,
@@ -222,3 +225,23 @@ def test_predict_sums_foreground_probability_times_mask() -> None:
     expected = class_fg[0] * masks[0, 0].sigmoid() + class_fg[1] * masks[0, 1].sigmoid()
     probs = head.predict({"pred_logits": logits, "pred_masks": masks}, (1, 2))
     assert torch.allclose(probs[0, 0], expected)
+
+
+@pytest.mark.parametrize("head_kind", ["mask2former", "fpn"])
+def test_checkpointed_head_gives_the_same_loss_and_gradients(head_kind: str) -> None:
+    """Segmentor(checkpoint_head=True): M2F checkpoints its encoder layers, other heads their
+    whole forward; loss and gradients stay those of the plain head."""
+    images, masks = blob_batch(batch=2)
+    head = partial(Mask2FormerHead, **TINY) if head_kind == "mask2former" else FPNHead
+    results = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        segmentor = Segmentor(ConvPyramid(), head, checkpoint_head=checkpointed).train()
+        torch.manual_seed(1)  # same sampled loss points
+        loss = segmentor.loss(images, masks)["loss"]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in segmentor.parameters()]))
+    (plain_loss, plain_grads), (cp_loss, cp_grads) = results
+    torch.testing.assert_close(cp_loss, plain_loss)
+    for cp_grad, plain_grad in zip(cp_grads, plain_grads, strict=True):
+        torch.testing.assert_close(cp_grad, plain_grad, rtol=1e-4, atol=1e-6)

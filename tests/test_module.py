@@ -12,6 +12,7 @@ from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.heads.fpn import FPNHead
 from weft_lightning.models.peft import FullFineTuning
 from weft_lightning.models.segmentor import Segmentor
+from weft_lightning.models.weft import WEFTBackbone
 from weft_lightning.module import WEFTModule, poly_warmup_factor
 
 
@@ -52,3 +53,18 @@ def test_full_fine_tuning_gets_layer_wise_lr_decay() -> None:
     total = sum(p.numel() for p in module.segmentor.parameters())
     assert sum(p.numel() for g in groups for p in g["params"]) == total
     torch.optim.AdamW(groups)  # the groups form a valid optimiser
+
+
+def test_full_fine_tuning_of_the_weft_model_decays_only_the_vit() -> None:
+    vit = FrozenViT("vit_tiny_patch16_224", frozen=False, model_kwargs={"depth": 4})
+    backbone = WEFTBackbone(vit, conv_channels=16, kernel_sizes=(1, 3), top_k=1, deform_heads=4,
+                            extra_extractors=0, vit_layer_decay=0.5)  # fmt: skip
+    module = WEFTModule(Segmentor(backbone, partial(FPNHead, channels=16)), lr=1.0)
+    lr_of = {id(p): g["lr"] for g in module.parameter_groups() for p in g["params"]}
+    assert lr_of[id(vit.vit.blocks[-1].attn.qkv.weight)] == pytest.approx(0.5)
+    assert lr_of[id(vit.vit.patch_embed.proj.weight)] == pytest.approx(0.5**5)
+    assert lr_of[id(backbone.spatial_prior.lift.weight)] == 1.0
+    assert len(lr_of) == sum(1 for _ in module.segmentor.parameters())
+    frozen = WEFTBackbone(_tiny_vit(), conv_channels=16, kernel_sizes=(1, 3), top_k=1,
+                          deform_heads=4, extra_extractors=0)  # fmt: skip
+    assert frozen.lr_scales() == {}

@@ -206,3 +206,29 @@ def test_plain_ddp_without_unused_parameter_search(tmp_path, dispatch: str) -> N
     import torch.multiprocessing as mp
 
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), dispatch), nprocs=2, join=True)
+
+
+@pytest.mark.parametrize("dispatch", ["dense", "fused"])
+def test_checkpointing_changes_neither_gradients_nor_running_statistics(dispatch: str) -> None:
+    """with_cp recomputes the frozen blocks, adapters and experts: same gradients, batch-norm
+    running statistics and routing statistics updated once per step, as without it."""
+    results = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        backbone = WEFTBackbone(_tiny_vit(), dispatch=dispatch, with_cp=with_cp, **SMALL).train()
+        with torch.no_grad():
+            for stage in backbone.stages:
+                stage.injector.gamma.fill_(0.1)
+        torch.manual_seed(1)  # same drop-path draws in both runs
+        features = backbone(torch.randn(2, 3, 64, 64))
+        sum((f * f.detach().cos()).sum() for f in features).backward()
+        grads = {n: p.grad for n, p in backbone.named_parameters() if p.requires_grad}
+        buffers = {n: b.clone() for n, b in backbone.named_buffers()}
+        buffers |= {k: torch.tensor(v) for k, v in backbone.routing_stats().items()}
+        results.append((grads, buffers))
+    (plain_grads, plain_buffers), (cp_grads, cp_buffers) = results
+    assert any(name.endswith("/chosen") for name in cp_buffers)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(cp_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    for name, buffer in plain_buffers.items():
+        torch.testing.assert_close(cp_buffers[name], buffer, rtol=0, atol=0, msg=name)

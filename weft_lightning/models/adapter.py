@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from weft_lightning.models.checkpointing import checkpoint_once
 from weft_lightning.models.deform_attn import MSDeformAttn
 from weft_lightning.models.experts import GroupCascade, conv_bn_relu
 
@@ -202,7 +202,8 @@ class Extractor(nn.Module):
 
 
 class InteractionStage(nn.Module):
-    """Injector -> frozen block group -> Extractor(s), optionally gradient-checkpointed."""
+    """Injector -> frozen block group -> Extractor(s); ``with_cp`` checkpoints the adapters (the
+    block-group runner checkpoints the frozen blocks itself)."""
 
     def __init__(
         self,
@@ -226,16 +227,20 @@ class InteractionStage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns the updated ViT tokens, prefix tokens and expert tokens."""
         if self.injector is not None:
-            x = self._run(self.injector, x, c, *deform_inputs)
-        x, prefix = self._run(run_blocks, x, prefix)
-        for extractor in self.extractors:
-            c = self._run(extractor, c, c_shapes)
-        return x, prefix, c
+            x = self._run(self.injector, self.injector, x, c, *deform_inputs)
+        x, prefix = run_blocks(x, prefix)  # checkpoints the frozen blocks itself
+        return x, prefix, self._run(self._extract, self.extractors, c, c_shapes)
 
-    def _run(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Call ``function``, through a non-reentrant checkpoint when ``with_cp`` and training."""
+    def _extract(self, c: torch.Tensor, c_shapes: Shapes) -> torch.Tensor:
+        for extractor in self.extractors:
+            c = extractor(c, c_shapes)
+        return c
+
+    def _run(self, function: Callable[..., Any], module: nn.Module, *args: Any) -> Any:
+        """Call ``function`` (the work of ``module``), through a checkpoint when ``with_cp`` and
+        training; one checkpoint for all extractors keeps only their first input."""
         if self.with_cp and torch.is_grad_enabled():
-            return checkpoint(function, *args, use_reentrant=False)
+            return checkpoint_once(function, *args, module=module)
         return function(*args)
 
 

@@ -4,7 +4,8 @@ Each query looks at ``n_points`` learned offsets around its reference point on e
 ``n_levels`` feature maps and averages the bilinearly sampled values with learned weights.
 Sampling uses :func:`torch.nn.functional.grid_sample`, so it runs on any device without a custom
 kernel; it is computed in float32 (also under bf16 autocast) because sampling locations in bf16
-are off by up to half a pixel on large maps.
+are off by up to half a pixel on large maps. In training the sampled values are recomputed in
+the backward pass instead of being kept, as the reference CUDA kernel does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class MSDeformAttn(nn.Module):
@@ -103,7 +105,15 @@ class MSDeformAttn(nn.Module):
         weights = weights.float().softmax(-1)
         weights = weights.view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
         locations = sampling_locations(reference_points, offsets, input_spatial_shapes)
-        output = deform_attn_core(value, input_spatial_shapes, locations, weights)
+        if torch.is_grad_enabled() and value.requires_grad:
+            # like the reference CUDA kernel, keep value and locations, not the samples: the
+            # sampled points (B * heads, d, Lq, L * P) would be the largest activation here
+            output = checkpoint(
+                deform_attn_core, value, input_spatial_shapes, locations, weights,
+                use_reentrant=False,
+            )  # fmt: skip
+        else:
+            output = deform_attn_core(value, input_spatial_shapes, locations, weights)
         return self.output_proj(output.to(query.dtype))
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weft_lightning.models.checkpointing import is_recomputing
 from weft_lightning.models.wavelet import WTConv2d, dwt2d, idwt2d
 
 DISPATCH_MODES = ("dense", "sparse", "fused")
@@ -137,9 +138,10 @@ class ExpertMixture(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs, indices, weights = self.route(x)
         full = torch.zeros_like(probs).scatter(1, indices, weights)
-        self._record(probs, indices, full)
-        if self.balance_loss_weight > 0 and self.training and torch.is_grad_enabled():
-            self._balance_losses.append(self._balance_term(probs, indices))
+        if not is_recomputing():  # a checkpoint's second pass has recorded all this already
+            self._record(probs, indices, full)
+            if self.balance_loss_weight > 0 and self.training and torch.is_grad_enabled():
+                self._balance_losses.append(self._balance_term(probs, indices))
         if self.dispatch == "dense":
             return self._dense(x, full)
         if self.dispatch == "fused":

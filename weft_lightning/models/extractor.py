@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from weft_lightning.models.checkpointing import checkpoint_once
 from weft_lightning.models.experts import ExpertMixture, conv_bn_relu
 
 
@@ -27,6 +28,8 @@ class WaveletExpertExtractor(nn.Module):
         balance_loss_weight: load-balancing loss weight (0 = off, the paper's setting).
         wavelet: pywt wavelet of the experts.
         use_experts: False replaces the expert mixture by one plain 3x3 conv block (ablation).
+        with_cp: gradient checkpointing of the whole branch (it is recomputed in the backward
+            pass instead of keeping its activations).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class WaveletExpertExtractor(nn.Module):
         balance_loss_weight: float = 0.0,
         wavelet: str = "db1",
         use_experts: bool = True,
+        with_cp: bool = False,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -46,30 +50,46 @@ class WaveletExpertExtractor(nn.Module):
         )
         if use_experts:
             self.mixture: nn.Module = ExpertMixture(
-                channels, kernel_sizes, top_k, dispatch, balance_loss_weight, wavelet
+                channels,
+                kernel_sizes,
+                top_k,
+                dispatch,
+                balance_loss_weight,
+                wavelet,
             )
         else:
             self.mixture = conv_bn_relu(channels, channels, 3)
         self.down = conv_bn_relu(channels, channels, 3, stride=2)
         self.lift = nn.Conv2d(channels, embed_dim, 1)
         self.level_embed = nn.Parameter(torch.zeros(3, embed_dim))
+        self.with_cp = with_cp
         self.reset_special_parameters()
 
     def reset_special_parameters(self) -> None:
         nn.init.normal_(self.level_embed)
 
     def forward(
-        self, images: torch.Tensor
+        self, images: torch.Tensor, lift_finest: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """``lift_finest=False`` returns the stride-4 map at width C, for the caller to apply
+        :attr:`lift` where it uses it (so that a checkpoint there need not keep the wide map)."""
+        if self.with_cp and torch.is_grad_enabled():
+            return checkpoint_once(self._branch, images, lift_finest, module=self)
+        return self._branch(images, lift_finest)
+
+    def _branch(
+        self, images: torch.Tensor, lift_finest: bool
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
         c = self.stem(images)
         scales = [c + self.mixture(c)]
         for _ in range(3):
             c = self.down(scales[-1])
             scales.append(c + self.mixture(c))
-        lifted = [self.lift(c) for c in scales]
-        shapes = [(int(m.shape[-2]), int(m.shape[-1])) for m in lifted[1:]]
+        lifted = [self.lift(c) for c in scales[1:]]
+        shapes = [(int(m.shape[-2]), int(m.shape[-1])) for m in lifted]
         tokens = [
             m.flatten(2).transpose(1, 2) + self.level_embed[i].to(m.dtype)
-            for i, m in enumerate(lifted[1:])
+            for i, m in enumerate(lifted)
         ]
-        return lifted[0], torch.cat(tokens, dim=1), shapes
+        finest = self.lift(scales[0]) if lift_finest else scales[0]
+        return finest, torch.cat(tokens, dim=1), shapes

@@ -20,7 +20,6 @@ The ViT-only baselines turn the four block-group outputs into the pyramid withou
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +31,6 @@ from torch.utils.checkpoint import checkpoint
 from weft_lightning.models.backbone import FrozenViT, simple_pyramid, tokens_to_map
 from weft_lightning.models.weft import WEFTBackbone
 
-_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-_EMBEDDING = ("patch_embed", "pos_embed", "cls_token", "reg_token", "norm_pre")
 _NO_DECAY = ("pos_embed", "cls_token", "reg_token", "prompts")
 
 
@@ -96,30 +93,14 @@ class FullFineTuning(PlainViTBackbone):
 
     def __init__(self, vit: FrozenViT, layer_decay: float = 0.9, with_cp: bool = False) -> None:
         super().__init__(vit, with_cp)
-        if not 0 < layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}.")
         vit.requires_grad_(True)
+        vit.layer_lr_scales(layer_decay)  # validates layer_decay
         vit.frozen = False
         self.layer_decay = layer_decay
 
-    def layer_id(self, name: str) -> int:
-        """Depth of a parameter (name relative to this backbone) for the LR decay."""
-        match = _BLOCK.search(name)
-        if match:
-            return int(match.group(1)) + 1
-        leaf = name.removeprefix("vit.vit.")
-        if leaf.startswith(_EMBEDDING):
-            return 0
-        return self.vit.num_blocks + 1
-
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate factor of every trainable parameter, keyed by name in this backbone."""
-        top = self.vit.num_blocks + 1
-        return {
-            name: self.layer_decay ** (top - self.layer_id(name))
-            for name, param in self.named_parameters()
-            if param.requires_grad
-        }
+        return {f"vit.{k}": v for k, v in self.vit.layer_lr_scales(self.layer_decay).items()}
 
     def param_groups(self, base_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups of this backbone: one per (LR factor, decay or not).

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weft_lightning.models.checkpointing import checkpoint_once
+
 INFERENCE_MODES = ("whole", "slide", "multiscale_flip")
 SIZE_MULTIPLE = 32
 
@@ -35,6 +37,9 @@ class Segmentor(nn.Module):
         scales: ``multiscale_flip`` resize factors of the input.
         flip: ``multiscale_flip`` also averages horizontally flipped copies.
         multiscale_base: mode used at each scale of ``multiscale_flip`` (``whole`` or ``slide``).
+        checkpoint_head: gradient checkpointing of the head in training: through the head's
+            ``set_grad_checkpointing`` when it has one (Mask2Former: its deformable encoder
+            layers), else of its whole forward pass.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class Segmentor(nn.Module):
         scales: Sequence[float] = (0.5, 1.0, 1.5),
         flip: bool = True,
         multiscale_base: str = "whole",
+        checkpoint_head: bool = False,
     ) -> None:
         super().__init__()
         if inference not in INFERENCE_MODES:
@@ -64,10 +70,18 @@ class Segmentor(nn.Module):
         self.scales = _check_scales(scales)
         self.flip = flip
         self.multiscale_base = multiscale_base
+        self.checkpoint_head = checkpoint_head
+        set_checkpointing = getattr(self.head, "set_grad_checkpointing", None)
+        self._head_checkpoints_itself = callable(set_checkpointing)
+        if self._head_checkpoints_itself:  # the head knows its memory-heavy parts (timm API)
+            set_checkpointing(checkpoint_head)
 
     def forward(self, images: torch.Tensor) -> Any:
         """Raw head outputs for a batch of normalised images."""
-        return self.head(self.backbone(images))
+        features = self.backbone(images)
+        if self.checkpoint_head and not self._head_checkpoints_itself and torch.is_grad_enabled():
+            return checkpoint_once(self.head, features, module=self.head)
+        return self.head(features)
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Head losses plus the backbone's auxiliary loss when it has one."""

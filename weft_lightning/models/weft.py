@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from weft_lightning.models.adapter import Extractor, Injector, InteractionStage, split_maps
 from weft_lightning.models.backbone import FrozenViT, tokens_to_map
@@ -46,7 +45,8 @@ class WEFTBackbone(nn.Module):
         enhancer_kernels: kernel sizes of the enhancer's multi-scale cascades.
         drop_path_rate: extractor stochastic depth; None takes the ViT's rate.
         injector_norm_eps, extractor_norm_eps: LayerNorm eps of the adapters.
-        with_cp: gradient checkpointing of the frozen block groups and the adapters.
+        with_cp: gradient checkpointing of the frozen blocks, the adapters, the expert branch and
+            the pyramid fusion.
         use_experts: False = plain conv spatial prior instead of the wavelet experts (ablation).
         use_refiner, use_enhancer, use_injector: ablation switches of the adapter parts.
     """
@@ -76,6 +76,7 @@ class WEFTBackbone(nn.Module):
         use_refiner: bool = True,
         use_enhancer: bool = True,
         use_injector: bool = True,
+        vit_layer_decay: float = 0.9,
     ) -> None:
         super().__init__()
         if len(vit.group_slices) != 4:
@@ -86,6 +87,8 @@ class WEFTBackbone(nn.Module):
         dim = vit.embed_dim
         self.vit = vit
         self.with_cp = with_cp
+        self.vit_layer_decay = vit_layer_decay
+        vit.layer_lr_scales(vit_layer_decay)  # validates the decay
         rate = _vit_drop_path(vit) if drop_path_rate is None else drop_path_rate
         self.spatial_prior = WaveletExpertExtractor(
             embed_dim=dim,
@@ -96,6 +99,7 @@ class WEFTBackbone(nn.Module):
             balance_loss_weight=balance_loss_weight,
             wavelet=wavelet,
             use_experts=use_experts,
+            with_cp=with_cp,
         )
         injector_options = dict(
             num_heads=deform_heads,
@@ -132,6 +136,10 @@ class WEFTBackbone(nn.Module):
         """Channels of the four pyramid levels (the ViT width)."""
         return [self.vit.embed_dim] * 4
 
+    def lr_scales(self) -> dict[str, float]:
+        """Layer-wise LR factors of the ViT's parameters when it trains ({} while frozen)."""
+        return {f"vit.{k}": v for k, v in self.vit.layer_lr_scales(self.vit_layer_decay).items()}
+
     def trainable_modules(self) -> list[nn.Module]:
         """The WEFT parts (everything except the frozen ViT)."""
         return [self.spatial_prior, self.stages, self.norms]
@@ -148,15 +156,16 @@ class WEFTBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Images (B, 3, H, W), sides multiples of 32 -> [f1, f2, f3, f4] at strides 4..32."""
-        return self._pyramid(*self.forward_stages(images))
+        return self._pyramid(*self.forward_stages(images, lift_c1=False))
 
     def forward_stages(
-        self, images: torch.Tensor
+        self, images: torch.Tensor, lift_c1: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """``(c1, [c2, c3, c4] maps, [x1..x4] ViT stage maps)`` before the pyramid fusion."""
+        """``(c1, [c2, c3, c4] maps, [x1..x4] ViT stage maps)`` before the pyramid fusion
+        (``lift_c1=False``: ``c1`` at the expert branch's width, before its 1x1 lift)."""
         _check_input(images)
         self._mixture_losses()  # drop balance terms of a forward that was never collected
-        c1, c, c_shapes = self.spatial_prior(images)
+        c1, c, c_shapes = self.spatial_prior(images, lift_finest=lift_c1)
         x, prefix, grid = self.vit.embed(images)
         deform_inputs = self._deform_inputs(grid, c_shapes, images.device)
         stage_maps = []
@@ -170,7 +179,7 @@ class WEFTBackbone(nn.Module):
 
         def run(tokens: torch.Tensor, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if self.with_cp and torch.is_grad_enabled():
-                return checkpoint(self.vit.run_group, index, tokens, prefix, use_reentrant=False)
+                return self.vit.run_group_checkpointed(index, tokens, prefix)
             return self.vit.run_group(index, tokens, prefix)
 
         return run
@@ -186,9 +195,11 @@ class WEFTBackbone(nn.Module):
     def _pyramid(
         self, c1: torch.Tensor, coarse: list[torch.Tensor], stage_maps: list[torch.Tensor]
     ) -> list[torch.Tensor]:
+        """Lift ``c1`` to the ViT width, add the ViT stage maps, batch-normalise each level."""
         c2, c3, c4 = coarse
         x1, x2, x3, x4 = stage_maps
-        c1 = c1 + _resize(c2, c1) + _resize(x1, c1)
+        c1 = self.spatial_prior.lift(c1)  # a fresh tensor: sum in place, one wide map alive
+        c1 = c1.add_(_resize(c2, c1)).add_(_resize(x1, c1))
         c2 = c2 + _resize(x2, c2)
         c3 = c3 + _resize(x3, c3)
         c4 = c4 + _resize(x4, c4)

@@ -96,6 +96,11 @@ class Mask2FormerHead(nn.Module):
             importance_sample_ratio=importance_sample_ratio,
         )
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each deformable encoder layer of the pixel decoder in the backward pass
+        (the largest activations of the head) instead of keeping its activations."""
+        self.pixel_decoder.grad_checkpointing = enable
+
     @property
     def foreground_class(self) -> int:
         """Index of the foreground class among the class logits."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from weft_lightning.models.deform_attn import MSDeformAttn, flatten_levels, grid_reference_points
 from weft_lightning.models.heads.position_encoding import SinePositionEncoding
@@ -85,6 +86,7 @@ class DeformPixelDecoder(nn.Module):
     ) -> None:
         super().__init__()
         _check_sizes(in_channels, conv_dim, num_levels, norm_groups)
+        self.grad_checkpointing = False  # recompute each encoder layer in the backward pass
         coarse = list(reversed(in_channels[-num_levels:]))  # coarsest first
         self.fine_channels = list(reversed(in_channels[:-num_levels]))  # coarse-to-fine order
         self.input_proj = nn.ModuleList(
@@ -153,7 +155,10 @@ class DeformPixelDecoder(nn.Module):
         reference = grid_reference_points(sizes, device=src.device).expand(src.shape[0], -1, -1, -1)
         pos = pos.to(src.dtype)
         for layer in self.encoder:
-            src = layer(src, pos, reference, shapes, start)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                src = checkpoint(layer, src, pos, reference, shapes, start, use_reentrant=False)
+            else:
+                src = layer(src, pos, reference, shapes, start)
         chunks = src.split([h * w for h, w in sizes], dim=1)
         return [
             chunk.transpose(1, 2).reshape(src.shape[0], -1, h, w)
