@@ -83,7 +83,7 @@ class LeanFrozenBlock(torch.autograd.Function):
                 branch = block.ls1(block.attn.proj(attended))
                 x1 = leaf + (branch if mask1 is None else branch * mask1)
             grad_x1 = grad_out + _half_input_grad(x1, _mlp_hidden, block, grad_out, mask2, 2)
-            grad_attended = _output_grad(block, grad_x1, mask1, 1).to(attended.dtype)
+            grad_attended = _output_grad(block, grad_x1, mask1, 1, attended.dtype)
             (grad_x,) = torch.autograd.grad(attended, leaf, grad_attended)
         return grad_x1 + grad_x, None
 
@@ -99,27 +99,23 @@ def _half_input_grad(
     """Input gradient of ``x -> drop_path(ls(last_linear(core(block, x))))`` for ``grad``."""
     leaf = x.detach().requires_grad_(True)
     hidden = core(block, leaf)
-    grad_hidden = _output_grad(block, grad, mask, half).to(hidden.dtype)
+    grad_hidden = _output_grad(block, grad, mask, half, hidden.dtype)
     (grad_leaf,) = torch.autograd.grad(hidden, leaf, grad_hidden)
     return grad_leaf
 
 
 def _output_grad(
-    block: Block, grad: torch.Tensor, mask: torch.Tensor | None, half: int
+    block: Block, grad: torch.Tensor, mask: torch.Tensor | None, half: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """Gradient of the input of the half's last linear layer (``proj`` or ``fc2``) from the
-    gradient of the residual stream, through drop path and LayerScale as autograd does it."""
+    gradient of the residual stream, through drop path and LayerScale as autograd does it, in
+    ``dtype`` (that of the layer's input: the autocast dtype under autocast)."""
     last = block.attn.proj if half == 1 else block.mlp.fc2
     scale = block.ls1 if half == 1 else block.ls2
     grad = grad if mask is None else grad * mask
     if isinstance(scale, LayerScale):
         grad = grad * scale.gamma
-    dtype = torch.get_autocast_dtype(grad.device.type) if _autocasting(grad) else grad.dtype
     return grad.to(dtype) @ last.weight.to(dtype)
-
-
-def _autocasting(tensor: torch.Tensor) -> bool:
-    return tensor.device.type != "meta" and torch.is_autocast_enabled(tensor.device.type)
 
 
 def _attention_core(block: Block, x: torch.Tensor) -> torch.Tensor:
