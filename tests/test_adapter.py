@@ -157,3 +157,46 @@ def test_stage_checkpointing_gives_same_outputs_and_gradients() -> None:
         assert torch.allclose(a, b, atol=1e-6)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_checkpointed_extractors_are_recomputed_one_at_a_time() -> None:
+    """With ``with_cp`` each extractor is recomputed right before its own backward pass, so the
+    activations of only one extractor are alive at a time (the stage's memory peak)."""
+    from weft_lightning.models.checkpointing import is_recomputing
+
+    events: list[str] = []
+    extractors = [Extractor(32) for _ in range(3)]
+    for index, extractor in enumerate(extractors):
+
+        def log_recompute(module, inputs, index=index):
+            if is_recomputing():  # a recomputation may stop early: log where it starts
+                events.append(f"recompute{index}")
+
+        def log_grad(module, inputs, output, index=index):
+            if not is_recomputing():
+                output.register_hook(lambda grad: events.append(f"grad{index}"))
+
+        extractor.register_forward_pre_hook(log_recompute)
+        extractor.register_forward_hook(log_grad)
+    stage = InteractionStage(None, extractors, with_cp=True)
+    x, prefix, c = torch.randn(2, 12, 32), torch.randn(2, 0, 32), _tokens(2, 32)
+    c.requires_grad_(True)
+    _, _, out = stage(x, prefix, c, lambda t, p: (t, p), _deform_inputs(), SHAPES)
+    out.sum().backward()
+    assert events == ["grad2", "recompute2", "grad1", "recompute1", "grad0", "recompute0"]
+
+
+def test_enhancer_equals_the_reference_formula_with_its_max_pool() -> None:
+    """The reference's same-size adaptive max-pool is an identity, so the enhancer adds
+    ``w_p * m`` for it: the output equals the formula computed with the pool."""
+    torch.manual_seed(0)
+    enhancer = SpatialExpertEnhancer(8, num_scales=1).eval()
+    with torch.no_grad():
+        enhancer.mix.copy_(torch.tensor([[0.3, -0.2, 0.5]]))
+    m = torch.randn(2, 8, 5, 7)
+    w = enhancer.mix.softmax(dim=-1)[0]
+    multi = sum(cascade(m) for cascade in enhancer.cascades)
+    pooled = F.adaptive_max_pool2d(m, (5, 7))
+    expected = F.gelu(m + w[0] * enhancer.laplacian(m) + w[1] * pooled + w[2] * multi)
+    out = enhancer(join_maps([m]), [(5, 7)])
+    assert torch.allclose(out, join_maps([expected]), atol=1e-6)

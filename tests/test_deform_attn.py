@@ -129,3 +129,30 @@ def test_bf16_autocast_and_gradients() -> None:
         out = module(query, torch.rand(1, 5, 2, 2), flat, shapes, starts)
     out.float().sum().backward()
     assert all(p.grad is not None for p in module.parameters())
+
+
+def test_checkpointed_samples_keep_less_and_give_the_same_gradients() -> None:
+    """``checkpoint_samples`` recomputes the sampled values in backward instead of keeping them:
+    the same output and gradients with fewer bytes saved for the backward pass."""
+    maps = [torch.randn(2, 32, 16, 16), torch.randn(2, 32, 8, 8)]
+    flat, shapes, starts = flatten_levels(maps)
+    results = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        module = MSDeformAttn(32, 2, 4, 4, checkpoint_samples=checkpointed)
+        query = torch.randn(2, 64, 32, requires_grad=True)
+        saved: list[int] = []
+
+        def pack(t: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = module(query, torch.rand(2, 64, 2, 2), flat, shapes, starts)
+        out.square().sum().backward()
+        grads = [query.grad, *(p.grad for p in module.parameters())]
+        results.append((out, grads, sum(saved)))
+    (out_a, grads_a, saved_a), (out_b, grads_b, saved_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_a, grads_b, strict=True))
+    assert saved_b < 0.75 * saved_a

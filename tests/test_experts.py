@@ -7,6 +7,7 @@ import torch
 
 from weft_lightning.models.experts import ExpertMixture, WaveletExpert
 from weft_lightning.models.extractor import WaveletExpertExtractor
+from weft_lightning.models.wavelet import is_channels_last
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -141,3 +142,19 @@ def test_fused_equals_dense_in_train_and_eval(size: tuple[int, int]) -> None:
     fused.eval()
     with torch.no_grad():
         assert (dense(x) - fused(x)).abs().max() < 1e-5
+
+
+def test_branch_convolutions_run_channels_last() -> None:
+    """Every convolution of the expert branch sees channels-last input (several times faster
+    depthwise convolutions on CPU) and its outputs come out in the usual contiguous layout."""
+    extractor = WaveletExpertExtractor(embed_dim=32, channels=16, kernel_sizes=(1, 3, 5), top_k=2)
+    layouts = []
+    for module in extractor.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(
+                lambda m, inputs: layouts.append(is_channels_last(inputs[0]))
+            )
+    c1, tokens, _ = extractor(torch.randn(2, 3, 64, 64), lift_finest=False)
+    assert layouts and all(layouts)
+    assert c1.is_contiguous() and tokens.is_contiguous()
+    (c1.sum() + tokens.sum()).backward()

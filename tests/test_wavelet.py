@@ -90,3 +90,21 @@ def test_fast_haar_path_equals_convolution(wavelet: str) -> None:
     assert torch.allclose(restored, transposed, atol=1e-6)
     if wavelet == "db1":
         assert torch.allclose(restored, x, atol=1e-5)
+
+
+def test_wtconv_keeps_the_channels_last_layout_and_values() -> None:
+    """Channels-last input (the expert branch's layout, fast on CPU): the wavelet-domain conv
+    runs channels-last too and the output equals that of the contiguous input."""
+    torch.manual_seed(0)
+    conv = WTConv2d(8, 5)
+    x = torch.randn(2, 8, 12, 10)
+    layouts = []
+    conv.wavelet_conv.register_forward_pre_hook(
+        lambda module, inputs: layouts.append(
+            inputs[0].is_contiguous(memory_format=torch.channels_last)
+        )
+    )
+    expected = conv(x)
+    out = conv(x.contiguous(memory_format=torch.channels_last))
+    assert layouts == [False, True]
+    assert torch.allclose(out, expected, atol=1e-5)

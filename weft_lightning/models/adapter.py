@@ -74,11 +74,14 @@ class Injector(nn.Module):
         use_refiner: bool = True,
         refiner_heads: int = 4,
         edge_strength: float = 0.5,
+        checkpoint_samples: bool = False,
     ) -> None:
         super().__init__()
         self.query_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.feat_norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MSDeformAttn(dim, n_levels, num_heads, n_points, deform_ratio)
+        self.attn = MSDeformAttn(
+            dim, n_levels, num_heads, n_points, deform_ratio, checkpoint_samples
+        )
         self.refiner = (
             EdgeAwareTokenRefiner(dim, refiner_heads, edge_strength) if use_refiner else None
         )
@@ -154,7 +157,7 @@ class SpatialExpertEnhancer(nn.Module):
         out = []
         for index, m in enumerate(maps):
             edge = self.laplacian(m)
-            pooled = F.adaptive_max_pool2d(m, m.shape[-2:])
+            pooled = m  # adaptive max-pool to the map's own size: each window is one pixel
             multi = sum(cascade(m) for cascade in self.cascades)
             w = weights[index]
             out.append(F.gelu(m + w[0] * edge + w[1] * pooled + w[2] * multi))
@@ -227,21 +230,18 @@ class InteractionStage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns the updated ViT tokens, prefix tokens and expert tokens."""
         if self.injector is not None:
-            x = self._run(self.injector, self.injector, x, c, *deform_inputs)
+            x = self._run(self.injector, x, c, *deform_inputs)
         x, prefix = run_blocks(x, prefix)  # checkpoints the frozen blocks itself
-        return x, prefix, self._run(self._extract, self.extractors, c, c_shapes)
-
-    def _extract(self, c: torch.Tensor, c_shapes: Shapes) -> torch.Tensor:
         for extractor in self.extractors:
-            c = extractor(c, c_shapes)
-        return c
+            c = self._run(extractor, c, c_shapes)
+        return x, prefix, c
 
-    def _run(self, function: Callable[..., Any], module: nn.Module, *args: Any) -> Any:
-        """Call ``function`` (the work of ``module``), through a checkpoint when ``with_cp`` and
-        training; one checkpoint for all extractors keeps only their first input."""
+    def _run(self, module: nn.Module, *args: Any) -> Any:
+        """Call ``module``, through a checkpoint when ``with_cp`` and training. Each extractor
+        has its own: one recomputation of several would hold all their activations at once."""
         if self.with_cp and torch.is_grad_enabled():
-            return checkpoint_once(function, *args, module=module)
-        return function(*args)
+            return checkpoint_once(module, *args, module=module)
+        return module(*args)
 
 
 def split_maps(tokens: torch.Tensor, shapes: Shapes) -> list[torch.Tensor]:

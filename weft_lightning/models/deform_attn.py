@@ -4,8 +4,8 @@ Each query looks at ``n_points`` learned offsets around its reference point on e
 ``n_levels`` feature maps and averages the bilinearly sampled values with learned weights.
 Sampling uses :func:`torch.nn.functional.grid_sample`, so it runs on any device without a custom
 kernel; it is computed in float32 (also under bf16 autocast) because sampling locations in bf16
-are off by up to half a pixel on large maps. In training the sampled values are recomputed in
-the backward pass instead of being kept, as the reference CUDA kernel does.
+are off by up to half a pixel on large maps. With ``checkpoint_samples`` the sampled values are
+recomputed in the backward pass instead of being kept, as the reference CUDA kernel does.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class MSDeformAttn(nn.Module):
         n_heads: attention heads; the value width must be divisible by it.
         n_points: sampling points per head and level.
         ratio: value width as a fraction of ``d_model`` (0.5 in ViT-Adapter style injectors).
+        checkpoint_samples: in training, recompute the sampled values in the backward pass
+            instead of keeping them (less memory, one more sampling pass); models switch it on
+            with their gradient checkpointing.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class MSDeformAttn(nn.Module):
         n_heads: int = 8,
         n_points: int = 4,
         ratio: float = 1.0,
+        checkpoint_samples: bool = False,
     ) -> None:
         super().__init__()
         value_dim = int(d_model * ratio)
@@ -50,6 +54,7 @@ class MSDeformAttn(nn.Module):
         self.n_heads = n_heads
         self.n_points = n_points
         self.value_dim = value_dim
+        self.checkpoint_samples = checkpoint_samples
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, value_dim)
@@ -105,7 +110,7 @@ class MSDeformAttn(nn.Module):
         weights = weights.float().softmax(-1)
         weights = weights.view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
         locations = sampling_locations(reference_points, offsets, input_spatial_shapes)
-        if torch.is_grad_enabled() and value.requires_grad:
+        if self.checkpoint_samples and torch.is_grad_enabled() and value.requires_grad:
             # like the reference CUDA kernel, keep value and locations, not the samples: the
             # sampled points (B * heads, d, Lq, L * P) would be the largest activation here
             output = checkpoint(
@@ -156,22 +161,21 @@ def deform_attn_core(
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
     value_levels = value.float().split(sizes, dim=1)
     grids = 2.0 * locations - 1.0
-    sampled = []
+    # (B, Lq, heads, L, P) -> (B*heads, 1, Lq, L, P)
+    weights = weights.float().transpose(1, 2).reshape(batch * heads, 1, num_queries, levels, points)
+    output = None
     for level, (height, width) in enumerate(spatial_shapes.tolist()):
         # (B, HW, heads, d) -> (B*heads, d, H, W)
         level_value = value_levels[level].flatten(2).transpose(1, 2)
         level_value = level_value.reshape(batch * heads, head_dim, int(height), int(width))
         # (B, Lq, heads, P, 2) -> (B*heads, Lq, P, 2)
         grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(
-            F.grid_sample(
-                level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
-        )
-    # (B*heads, d, Lq, L*P) weighted by (B*heads, 1, Lq, L*P)
-    stacked = torch.stack(sampled, dim=-2).flatten(-2)
-    weights = weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, levels * points)
-    output = (stacked * weights.float()).sum(-1)
+        sampled = F.grid_sample(
+            level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (B*heads, d, Lq, P), weighted level by level: no (..., L*P) tensor is built
+        part = (sampled * weights[..., level, :]).sum(-1)
+        output = part if output is None else output + part
+    assert output is not None  # at least one level
     return output.view(batch, heads * head_dim, num_queries).transpose(1, 2)
 
 

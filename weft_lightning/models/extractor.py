@@ -3,6 +3,8 @@
 A small stem brings the image to 1/4 resolution; one expert mixture and one down-sampling block,
 both shared by all scales, refine and reduce it to 1/8, 1/16 and 1/32; one shared 1x1 conv lifts
 every scale to the ViT width. The three coarse scales become tokens with a level embedding.
+The branch runs in the channels-last layout, in which its depthwise convolutions (and their
+gradients) are several times faster on CPU; its outputs come out in the usual layout.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class WaveletExpertExtractor(nn.Module):
     def _branch(
         self, images: torch.Tensor, lift_finest: bool
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        c = self.stem(images)
+        c = self.stem(images.contiguous(memory_format=torch.channels_last))
         scales = [c + self.mixture(c)]
         for _ in range(3):
             c = self.down(scales[-1])
@@ -91,5 +93,5 @@ class WaveletExpertExtractor(nn.Module):
             m.flatten(2).transpose(1, 2) + self.level_embed[i].to(m.dtype)
             for i, m in enumerate(lifted)
         ]
-        finest = self.lift(scales[0]) if lift_finest else scales[0]
-        return finest, torch.cat(tokens, dim=1), shapes
+        finest = scales[0].contiguous()  # the usual layout again, before any widening
+        return self.lift(finest) if lift_finest else finest, torch.cat(tokens, dim=1), shapes
