@@ -10,7 +10,8 @@ minus the RSS right after imports (measured after building the model once on the
 covers weights, gradients, optimiser state and activations). ``--malloc-mmap-threshold 65536``
 makes freed tensors leave the process, so that peak RSS follows the memory in use, like
 ``max_memory_allocated`` on GPU (see ``common.worker_env``); it slows the step, so take times
-from a run without it.
+from a run without it. ``--rounds N`` repeats the methods in turn (fresh processes each time)
+and reports per-method medians and per-round ratios, for machines whose speed drifts.
 Writes a JSON and a markdown table with time and memory ratios to full fine-tuning.
 
     python benchmarks/bench_train_step.py --preset cpu-small
@@ -67,6 +68,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the methods this many times in turn, each time in fresh processes; the "
+        "median over rounds is reported, so that drifting machine speed hits all methods alike",
+    )
     parser.add_argument("--out", type=Path, default=common.RESULTS / "train_step.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -77,6 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         common.resolve_config(args.config)
     except ValueError as error:
         parser.error(str(error))
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: use 1 or more.")
     args.depth = args.depth if args.depth is not None else preset.depth
     args.size = args.size or preset.size
     if args.size % 32:
@@ -192,6 +202,26 @@ def run_worker(method: str, argv: Sequence[str], mmap_threshold: int | None) -> 
         return json.loads(out.read_text())
 
 
+def combine_rounds(rounds: list[dict[str, dict[str, Any]]], batch: int) -> dict[str, dict]:
+    """One result per method from several rounds: median step time, fastest step, highest peak,
+    and each round's step time (and ratio to full fine-tuning, when it was measured)."""
+    combined = {}
+    for method in rounds[0]:
+        runs = [r[method] for r in rounds]
+        result = dict(runs[0])
+        result["step_ms"] = common.median([r["step_ms"] for r in runs])
+        result["step_ms_min"] = min(r["step_ms_min"] for r in runs)
+        result["images_per_s"] = batch / (result["step_ms"] / 1000)
+        result["peak_mem_mib"] = max(r["peak_mem_mib"] for r in runs)
+        result["round_step_ms"] = [r["step_ms"] for r in runs]
+        if "full" in rounds[0]:
+            result["round_time_vs_full"] = [
+                r[method]["step_ms"] / r["full"]["step_ms"] for r in rounds
+            ]
+        combined[method] = result
+    return combined
+
+
 def with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Add ``time_vs_full`` and ``memory_vs_full`` to every method when full was measured."""
     full = results.get("full")
@@ -232,6 +262,8 @@ def table(report: dict[str, Any]) -> str:
         f"checkpointing {'on' if s['with_cp'] else 'off'}, compile {s['compile']}, "
         f"channels_last {s['channels_last']}, {report['env']['device_name']}"
     )
+    if s.get("rounds", 1) > 1:
+        title += f", median of {s['rounds']} rounds"
     if s.get("malloc_mmap_threshold") is not None:
         title += f", MALLOC_MMAP_THRESHOLD_={s['malloc_mmap_threshold']}"
     return f"{title}\n\n{common.markdown_table(header, rows)}"
@@ -252,13 +284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     methods = list(dict.fromkeys(args.method or DEFAULT_METHODS))
     passed = [*argv, "--device", args.device, "--batch", str(args.batch)]
-    results = {m: run_worker(m, passed, args.malloc_mmap_threshold) for m in methods}
+    rounds = [
+        {m: run_worker(m, passed, args.malloc_mmap_threshold) for m in methods}
+        for _ in range(args.rounds)
+    ]
+    results = combine_rounds(rounds, args.batch)
     settings = {
         k: getattr(args, k)
         for k in ("preset", "config", "depth", "size", "batch", "precision", "with_cp")
     }
     settings |= {"compile": args.compile, "channels_last": args.channels_last}
-    settings |= {"warmup": args.warmup, "steps": args.steps, "threads": args.threads}
+    settings |= {"warmup": args.warmup, "steps": args.steps, "rounds": args.rounds}
+    settings |= {"threads": args.threads}
     settings |= {"malloc_mmap_threshold": args.malloc_mmap_threshold}
     report = {
         "benchmark": "training step (forward, fp32 loss, backward, AdamW step)",

@@ -27,10 +27,11 @@ def test_train_step_benchmark_measures_each_method(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
     run_script(
         "bench_train_step.py", "--preset", "tiny", "--method", "weft", "--method", "full",
-        "--warmup", "1", "--steps", "1", "--device", "cpu", "--out", str(out),
+        "--warmup", "1", "--steps", "1", "--rounds", "2", "--device", "cpu", "--out", str(out),
     )  # fmt: skip
     report = json.loads(out.read_text())
     assert report["settings"]["size"] == 64 and report["settings"]["with_cp"] is True
+    assert report["settings"]["rounds"] == 2
     methods = report["methods"]
     assert list(methods) == ["weft", "full"]
     assert methods["weft"]["backbone"] == "WEFTBackbone"
@@ -43,6 +44,10 @@ def test_train_step_benchmark_measures_each_method(tmp_path: Path) -> None:
         assert result["step_ms"] > 0 and result["images_per_s"] > 0
         assert 0 < result["peak_mem_mib"] < 4096
         assert math.isfinite(result["last_loss"])
+    for result in methods.values():  # two rounds, each method in fresh processes each time
+        assert len(result["round_step_ms"]) == 2 and result["step_ms"] in result["round_step_ms"]
+        assert result["step_ms_min"] <= min(result["round_step_ms"])
+    assert methods["full"]["round_time_vs_full"] == [1.0, 1.0]
     assert methods["full"]["time_vs_full"] == 1.0 and methods["full"]["memory_vs_full"] == 1.0
     ratio = methods["weft"]["step_ms"] / methods["full"]["step_ms"]
     assert methods["weft"]["time_vs_full"] == pytest.approx(ratio)
@@ -80,6 +85,9 @@ def test_bad_arguments_give_one_clear_error(tmp_path: Path) -> None:
     command = [sys.executable, str(BENCH / "bench_train_step.py"), "--size", "100"]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO)
     assert done.returncode == 2 and "--size 100: use a multiple of 32" in done.stderr
+    command = [sys.executable, str(BENCH / "bench_train_step.py"), "--rounds", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO)
+    assert done.returncode == 2 and "--rounds 0: use 1 or more" in done.stderr
     command = [sys.executable, str(BENCH / "bench_inference.py"), "--config", "nope.yaml"]
     command += ["--out", str(tmp_path / "x.json")]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO)
