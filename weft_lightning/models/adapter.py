@@ -74,14 +74,11 @@ class Injector(nn.Module):
         use_refiner: bool = True,
         refiner_heads: int = 4,
         edge_strength: float = 0.5,
-        checkpoint_samples: bool = False,
     ) -> None:
         super().__init__()
         self.query_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.feat_norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MSDeformAttn(
-            dim, n_levels, num_heads, n_points, deform_ratio, checkpoint_samples
-        )
+        self.attn = MSDeformAttn(dim, n_levels, num_heads, n_points, deform_ratio)
         self.refiner = (
             EdgeAwareTokenRefiner(dim, refiner_heads, edge_strength) if use_refiner else None
         )

@@ -29,8 +29,10 @@ class MSDeformAttn(nn.Module):
         n_points: sampling points per head and level.
         ratio: value width as a fraction of ``d_model`` (0.5 in ViT-Adapter style injectors).
         checkpoint_samples: in training, recompute the sampled values in the backward pass
-            instead of keeping them (less memory, one more sampling pass); models switch it on
-            with their gradient checkpointing.
+            instead of keeping them (less memory, one more sampling pass). Leave it off inside
+            a layer that is checkpointed as a whole (WEFT's injectors and Mask2Former's encoder
+            layers under gradient checkpointing): that checkpoint already keeps no samples, and
+            the option would sample a third time.
     """
 
     def __init__(

@@ -110,7 +110,6 @@ class WEFTBackbone(nn.Module):
             use_refiner=use_refiner,
             refiner_heads=refiner_heads,
             edge_strength=edge_strength,
-            checkpoint_samples=with_cp,
         )
         extractor_options = dict(
             ffn_ratio=ffn_ratio,

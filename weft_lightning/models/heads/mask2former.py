@@ -99,7 +99,7 @@ class Mask2FormerHead(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each deformable encoder layer of the pixel decoder in the backward pass
         (the largest activations of the head) instead of keeping its activations."""
-        self.pixel_decoder.set_grad_checkpointing(enable)
+        self.pixel_decoder.grad_checkpointing = enable
 
     @property
     def foreground_class(self) -> int:

@@ -109,14 +109,6 @@ class DeformPixelDecoder(nn.Module):
         self.mask_dim = mask_dim
         self._reset_parameters()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each encoder layer, and inside it the deformable samples, in the backward
-        pass instead of keeping their activations."""
-        self.grad_checkpointing = enable
-        for module in self.encoder.modules():
-            if isinstance(module, MSDeformAttn):
-                module.checkpoint_samples = enable
-
     @staticmethod
     def _input_projection(channels: int, dim: int, groups: int) -> nn.Sequential:
         conv = nn.Conv2d(channels, dim, 1)
