@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 torch.set_num_threads(1)
 
@@ -53,3 +55,15 @@ def copy_pairs(source: Path, target: Path, count: int) -> Path:
         shutil.copy(image, target / "images" / image.name)
         shutil.copy(masks[image.stem], target / "masks" / masks[image.stem].name)
     return target
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen ops that run inside the context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import OpCounter
 
 from weft_lightning.models.deform_attn import (
     MSDeformAttn,
@@ -79,6 +80,23 @@ def test_matches_explicit_loop_reference(ratio: float) -> None:
         slow = _reference(module, query, ref, flat, shapes, starts)
     assert fast.shape == (2, 7, 16)
     assert torch.allclose(fast, slow, atol=1e-5), (fast - slow).abs().max()
+
+
+def test_backward_gathers_level_gradients_without_zero_filled_copies() -> None:
+    """Each level's sampling locations and weights are split off once (unbind), so the
+    backward pass stacks their gradients instead of zero-filling one full copy per level."""
+    torch.manual_seed(0)
+    module = MSDeformAttn(d_model=16, n_levels=3, n_heads=2, n_points=2)
+    torch.nn.init.normal_(module.sampling_offsets.weight, std=0.5)
+    maps = [torch.randn(1, 16, 6, 6), torch.randn(1, 16, 3, 3), torch.randn(1, 16, 2, 2)]
+    flat, shapes, starts = flatten_levels(maps)
+    query = torch.randn(1, 5, 16, requires_grad=True)
+    out = module(query, torch.rand(1, 5, 3, 2), flat, shapes, starts)
+    with OpCounter() as ops:
+        out.square().sum().backward()
+    assert ops.counts["aten.select_backward"] == 0
+    assert ops.counts["aten.stack"] >= 2  # one per split tensor: locations and weights
+    assert query.grad is not None and query.grad.abs().sum() > 0
 
 
 def test_deformable_detr_initialisation() -> None:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import timm
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from conftest import OpCounter
 
 from weft_lightning.models.backbone import FrozenViT
-from weft_lightning.models.frozen_block import lean_frozen_block, supports_lean_backward
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the ATen ops that run inside the context."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
+from weft_lightning.models.frozen_block import (
+    keeps_attention,
+    lean_frozen_block,
+    supports_lean_backward,
+)
 
 
 def _blocks(**kwargs) -> torch.nn.Module:
@@ -31,8 +21,9 @@ def _blocks(**kwargs) -> torch.nn.Module:
     return vit.blocks.requires_grad_(False).train()
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("options", [{}, {"init_values": 0.1, "drop_path_rate": 0.5}])
-def test_input_gradient_equals_autograd(options: dict) -> None:
+def test_input_gradient_equals_autograd(options: dict, keep: bool) -> None:
     blocks = _blocks(**options)
     x = torch.randn(3, 20, 192, requires_grad=True)
     seed = torch.seed()
@@ -41,33 +32,47 @@ def test_input_gradient_equals_autograd(options: dict) -> None:
     torch.manual_seed(seed)  # the same drop-path draws
     out = x
     for block in blocks:
-        out = lean_frozen_block(block, out)
+        out = lean_frozen_block(block, out, keep_attention=keep)
     torch.testing.assert_close(out, reference, rtol=0, atol=0)
     (grad,) = torch.autograd.grad((out * out.detach().cos()).sum(), x)
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_backward_skips_the_mlp_output_linear() -> None:
+@pytest.mark.parametrize("keep", [True, False])
+def test_backward_skips_the_mlp_output_linear(keep: bool) -> None:
     blocks = _blocks(init_values=0.1)
     x = torch.randn(2, 16, 192, requires_grad=True)
     out = x
     for block in blocks:
-        out = lean_frozen_block(block, out)
+        out = lean_frozen_block(block, out, keep_attention=keep)
     with OpCounter() as ops:
         out.sum().backward()
     # qkv, proj and fc1 are recomputed (addmm); fc2 never runs forward again
     assert ops.counts["aten.addmm"] == 3 * len(blocks)
-    assert ops.counts["aten._scaled_dot_product_flash_attention_for_cpu"] == len(blocks)
+    # a kept attention output is not computed again
+    recomputed = ops.counts["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert recomputed == (0 if keep else len(blocks))
+    assert ops.counts["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == len(blocks)
 
 
-def test_bf16_autocast_matches_autograd() -> None:
+def test_cpu_blocks_keep_attention_and_say_when_they_cannot() -> None:
+    block = _blocks()[0]
+    x = torch.randn(1, 4, 192, requires_grad=True)
+    assert keeps_attention(block, x)
+    assert not keeps_attention(block, x.to("meta"))
+    with pytest.raises(ValueError, match="keep_attention=True needs a CPU input"):
+        lean_frozen_block(block, x.detach().to("meta").requires_grad_(), keep_attention=True)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_bf16_autocast_matches_autograd(keep: bool) -> None:
     blocks = _blocks(init_values=0.1)
     x = torch.randn(2, 16, 192, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference = blocks(x)
         out = x
         for block in blocks:
-            out = lean_frozen_block(block, out)
+            out = lean_frozen_block(block, out, keep_attention=keep)
     (expected,) = torch.autograd.grad(reference.float().sum(), x)
     (grad,) = torch.autograd.grad(out.float().sum(), x)
     assert out.dtype == reference.dtype

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import OpCounter
 from torch import nn
 
 from weft_lightning.models.heads.fpn import FPNHead
 from weft_lightning.models.heads.mask2former import Mask2FormerHead
 from weft_lightning.models.heads.point_sampling import importance_points
 from weft_lightning.models.heads.position_encoding import SinePositionEncoding
-from weft_lightning.models.heads.transformer_decoder import _unblock_empty_rows
+from weft_lightning.models.heads.transformer_decoder import AttentionLayer, _unblock_empty_rows
 from weft_lightning.models.segmentor import Segmentor
 
 TINY = dict(
@@ -183,6 +184,20 @@ def test_unblock_empty_rows_only_touches_fully_masked_rows() -> None:
     fixed = _unblock_empty_rows(mask)
     assert fixed[0, 0].tolist() == [False, False, False]
     assert fixed[0, 1].tolist() == [True, False, True]
+
+
+def test_masked_attention_runs_the_fused_kernel_with_the_same_output() -> None:
+    torch.manual_seed(0)
+    layer = AttentionLayer(16, heads=4).train()
+    queries, memory = torch.randn(2, 10, 16, requires_grad=True), torch.randn(2, 300, 16)
+    blocked = _unblock_empty_rows(torch.rand(8, 10, 300) < 0.5)
+    with OpCounter() as ops:
+        out = layer(queries, memory, torch.zeros_like(queries), torch.zeros_like(memory), blocked)
+    assert ops.counts["aten._scaled_dot_product_flash_attention_for_cpu"] == 1
+    assert ops.counts["aten._softmax"] == 0  # no explicit attention probabilities
+    # the same output as the path that computes the probabilities (need_weights=True)
+    reference = layer.norm(queries + layer.attn(queries, memory, memory, attn_mask=blocked)[0])
+    torch.testing.assert_close(out, reference)
 
 
 def test_importance_points_prefer_uncertain_regions() -> None:

@@ -162,20 +162,22 @@ def deform_attn_core(
     _, num_queries, _, levels, points, _ = locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
     value_levels = value.float().split(sizes, dim=1)
-    grids = 2.0 * locations - 1.0
-    # (B, Lq, heads, L, P) -> (B*heads, 1, Lq, L, P)
+    # split into levels by unbind, whose backward stacks the level gradients into one tensor
+    grids = (2.0 * locations - 1.0).unbind(3)
+    # (B, Lq, heads, L, P) -> L x (B*heads, 1, Lq, P)
     weights = weights.float().transpose(1, 2).reshape(batch * heads, 1, num_queries, levels, points)
+    level_weights = weights.unbind(3)
     output = None
     for level, (height, width) in enumerate(spatial_shapes.tolist()):
         # (B, HW, heads, d) -> (B*heads, d, H, W)
         level_value = value_levels[level].flatten(2).transpose(1, 2)
         level_value = level_value.reshape(batch * heads, head_dim, int(height), int(width))
         # (B, Lq, heads, P, 2) -> (B*heads, Lq, P, 2)
-        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        grid = grids[level].transpose(1, 2).flatten(0, 1)
         sampled = F.grid_sample(
             level_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (B*heads, d, Lq, P), weighted level by level: no (..., L*P) tensor is built
-        part = (sampled * weights[..., level, :]).sum(-1)
+        part = (sampled * level_weights[level]).sum(-1)
         output = part if output is None else output + part
     assert output is not None  # at least one level
     return output.view(batch, heads * head_dim, num_queries).transpose(1, 2)

@@ -3,10 +3,13 @@
 Backpropagating through a frozen block only needs the gradient of its *input*. Generic
 checkpointing recomputes the whole block in the backward pass, although the input gradient
 never needs the output of the MLP's last linear layer ``fc2``: its input gradient is
-``grad @ W``. :class:`LeanFrozenBlock` keeps only the block input (one token tensor, like
-checkpointing each block) and the drop-path masks, and recomputes ``norm1 -> qkv -> attention
--> proj`` and ``norm2 -> fc1 -> act``: 8 of the block's 12 ``D x D``-sized matrix products
-instead of all 12, with the same gradients as autograd.
+``grad @ W``. :class:`LeanFrozenBlock` keeps the block input and the drop-path masks, and
+recomputes ``norm1 -> qkv``, ``proj`` and ``norm2 -> fc1 -> act``: 8 of the block's 12
+``D x D``-sized matrix products instead of all 12, with the same gradients as autograd.
+
+On the CPU the block also keeps the attention output and its log-sum-exp (one more token
+tensor per block), so the backward pass feeds the fused attention kernel's backward directly
+instead of running the attention forward again. Elsewhere the attention is recomputed.
 
 Only the standard pre-norm ``timm.models.vision_transformer.Block`` with fused attention and no
 dropout is handled; :func:`supports_lean_backward` says when a block qualifies, and callers fall
@@ -44,48 +47,83 @@ def supports_lean_backward(block: nn.Module) -> bool:
     )
 
 
-def lean_frozen_block(block: Block, x: torch.Tensor) -> torch.Tensor:
-    """``block(x)`` whose backward recomputes only what the input gradient needs."""
+def lean_frozen_block(
+    block: Block, x: torch.Tensor, keep_attention: bool | None = None
+) -> torch.Tensor:
+    """``block(x)`` whose backward recomputes only what the input gradient needs.
+
+    ``keep_attention`` keeps the attention output for the backward pass (CPU only); None
+    decides by :func:`keeps_attention`.
+    """
     if not torch.is_grad_enabled() or not x.requires_grad:
         return block(x)
-    return LeanFrozenBlock.apply(x, block)
+    if keep_attention is None:
+        keep_attention = keeps_attention(block, x)
+    elif keep_attention and not keeps_attention(block, x):
+        raise ValueError(
+            f"keep_attention=True needs a CPU input and a block without attention norm; got a "
+            f"{x.device.type} input. Pass keep_attention=None to decide automatically."
+        )
+    return LeanFrozenBlock.apply(x, block, keep_attention)
 
 
 class LeanFrozenBlock(torch.autograd.Function):
     """Forward without a graph; backward recomputes the block except ``fc2``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, block: Block) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, block: Block, keep_attention: bool) -> torch.Tensor:
         ctx.block = block
         ctx.autocast = _autocast_state(x.device.type)
+        ctx.keep = keep_attention
         with torch.no_grad():
-            branch = block.ls1(block.attn(block.norm1(x)))
+            if ctx.keep:
+                attended, lse = _fused_attention(*_qkv(block, x))
+            else:
+                attended, lse = _attention_core(block, x), None
+            branch = block.ls1(block.attn.proj(attended))
             mask1 = _drop_path_mask(block.drop_path1, branch)
             x1 = x + (branch if mask1 is None else branch * mask1)
             branch = block.ls2(block.mlp(block.norm2(x1)))
             mask2 = _drop_path_mask(block.drop_path2, branch)
             out = x1 + (branch if mask2 is None else branch * mask2)
         ctx.masks = (mask1, mask2)
-        ctx.save_for_backward(x)
+        ctx.save_for_backward(*((x, attended, lse) if ctx.keep else (x,)))
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         block: Block = ctx.block
-        (x,) = ctx.saved_tensors
+        x, *kept = ctx.saved_tensors
         mask1, mask2 = ctx.masks
         device_type, enabled, dtype = ctx.autocast
         autocast = torch.autocast(device_type, dtype=dtype) if enabled else nullcontext()
         with torch.enable_grad(), autocast:
             leaf = x.detach().requires_grad_(True)
-            attended = _attention_core(block, leaf)
+            if ctx.keep:
+                qkv = _qkv(block, leaf)
+                attended, lse = kept
+            else:
+                attended = _attention_core(block, leaf)
             with torch.no_grad():  # the residual stream after the attention half, as in forward
                 branch = block.ls1(block.attn.proj(attended))
                 x1 = leaf + (branch if mask1 is None else branch * mask1)
             grad_x1 = grad_out + _half_input_grad(x1, _mlp_hidden, block, grad_out, mask2, 2)
             grad_attended = _output_grad(block, grad_x1, mask1, 1, attended.dtype)
-            (grad_x,) = torch.autograd.grad(attended, leaf, grad_attended)
-        return grad_x1 + grad_x, None
+            if ctx.keep:
+                grad_qkv = _fused_attention_backward(block, grad_attended, qkv, attended, lse)
+                (grad_x,) = torch.autograd.grad(qkv, leaf, grad_qkv)
+            else:
+                (grad_x,) = torch.autograd.grad(attended, leaf, grad_attended)
+        return grad_x1 + grad_x, None, None
+
+
+def keeps_attention(block: Block, x: torch.Tensor) -> bool:
+    """Whether :class:`LeanFrozenBlock` keeps ``block``'s attention output for input ``x``.
+
+    The CPU fused attention kernel returns its log-sum-exp, which its backward takes together
+    with the output; other devices recompute the attention in the backward pass.
+    """
+    return x.device.type == "cpu" and isinstance(block.attn.norm, nn.Identity)
 
 
 def _half_input_grad(
@@ -118,14 +156,55 @@ def _output_grad(
     return grad.to(dtype) @ last.weight.to(dtype)
 
 
-def _attention_core(block: Block, x: torch.Tensor) -> torch.Tensor:
-    """timm ``Attention`` on ``norm1(x)`` up to (not including) its output projection."""
+def _qkv(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries, keys and values (batch, heads, tokens, head_dim) of ``block`` for input ``x``."""
     attn: Attention = block.attn
     batch, tokens, _ = x.shape
     qkv = attn.qkv(block.norm1(x)).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(attn.q_norm(q), attn.k_norm(k), v)
-    return attn.norm(out.transpose(1, 2).reshape(batch, tokens, attn.attn_dim))
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def _attention_core(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """timm ``Attention`` on ``norm1(x)`` up to (not including) its output projection."""
+    q, k, v = _qkv(block, x)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return block.attn.norm(_merge_heads(out))
+
+
+def _fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU fused attention of ``q, k, v``: heads merged (batch, tokens, dim), log-sum-exp."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+    return _merge_heads(out), lse
+
+
+def _fused_attention_backward(
+    block: Block,
+    grad: torch.Tensor,
+    qkv: tuple[torch.Tensor, ...],
+    attended: torch.Tensor,
+    lse: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of ``q, k, v`` for the gradient ``grad`` of the merged attention output."""
+    heads = block.attn.num_heads
+    q, k, v = (t.detach() for t in qkv)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        _split_heads(grad, heads), q, k, v, _split_heads(attended, heads), lse, 0.0, False
+    )
+
+
+def _merge_heads(out: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, tokens, head_dim) -> (batch, tokens, heads * head_dim)."""
+    batch, heads, tokens, head_dim = out.shape
+    return out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def _split_heads(merged: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, tokens, dim) -> a (batch, heads, tokens, head_dim) view."""
+    batch, tokens, dim = merged.shape
+    return merged.view(batch, tokens, heads, dim // heads).transpose(1, 2)
 
 
 def _mlp_hidden(block: Block, x: torch.Tensor) -> torch.Tensor:

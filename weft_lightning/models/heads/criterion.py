@@ -121,7 +121,8 @@ class SetCriterion(nn.Module):
         num_masks: float,
     ) -> dict[str, torch.Tensor]:
         """Mask BCE and dice of matched queries on importance-sampled points."""
-        pred = torch.cat([masks[i, q] for i, (q, _) in enumerate(indices)])
+        images = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)])
+        pred = masks[images, torch.cat([q for q, _ in indices])]  # one gather: one backward
         if pred.shape[0] == 0:
             zero = masks.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}

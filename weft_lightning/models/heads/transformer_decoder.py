@@ -42,7 +42,10 @@ class AttentionLayer(nn.Module):
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x`` (B, Q, C) attends to ``memory`` (B, L, C); ``attn_mask`` is True where blocked."""
-        out = self.attn(x + query_pos, memory + key_pos, memory, attn_mask=attn_mask)[0]
+        # need_weights=False: fused attention, no (B*heads, Q, L) probabilities kept for backward
+        out = self.attn(
+            x + query_pos, memory + key_pos, memory, attn_mask=attn_mask, need_weights=False
+        )[0]
         return self.norm(x + self.dropout(out))
 
 
