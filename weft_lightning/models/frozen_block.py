@@ -99,18 +99,15 @@ class LeanFrozenBlock(torch.autograd.Function):
         autocast = torch.autocast(device_type, dtype=dtype) if enabled else nullcontext()
         with torch.enable_grad(), autocast:
             leaf = x.detach().requires_grad_(True)
-            if ctx.keep:
-                qkv = _qkv(block, leaf)
-                attended, lse = kept
-            else:
-                attended = _attention_core(block, leaf)
+            attended = kept[0] if ctx.keep else _attention_core(block, leaf)
             with torch.no_grad():  # the residual stream after the attention half, as in forward
                 branch = block.ls1(block.attn.proj(attended))
                 x1 = leaf + (branch if mask1 is None else branch * mask1)
             grad_x1 = grad_out + _half_input_grad(x1, _mlp_hidden, block, grad_out, mask2, 2)
             grad_attended = _output_grad(block, grad_x1, mask1, 1, attended.dtype)
-            if ctx.keep:
-                grad_qkv = _fused_attention_backward(block, grad_attended, qkv, attended, lse)
+            if ctx.keep:  # q, k, v only now: they are not alive during the MLP half
+                qkv = _qkv(block, leaf)
+                grad_qkv = _fused_attention_backward(block, grad_attended, qkv, *kept)
                 (grad_x,) = torch.autograd.grad(qkv, leaf, grad_qkv)
             else:
                 (grad_x,) = torch.autograd.grad(attended, leaf, grad_attended)
