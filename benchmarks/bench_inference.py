@@ -1,10 +1,11 @@
 """Inference speed: ``whole`` vs ``slide`` inference, fp32 vs bf16, with and without compile.
 
 The model is the preset's WEFT config built with the ``weft`` CLI, in eval mode, called as
-``Segmentor.predict_proba`` (what ``weft test`` and ``weft predict`` run). ``slide`` covers the
-input with overlapping ``--crop`` windows at ``--stride``; by default the input is 1.5x the
-training side, so ``slide`` runs 2x2 windows of the training size. Compiled settings run last
-(``torch.compile`` of backbone and head), after every eager one.
+``WEFTModule.predict_maps`` with a fixed-size test protocol (what ``weft test`` and ``weft
+predict`` run, one view per image). ``slide`` covers the input with overlapping ``--crop``
+windows at ``--stride`` (``--window-batch`` of them per forward pass); by default the input is
+1.5x the training side, so ``slide`` runs 2x2 windows of the training size. Compiled settings
+run last (``torch.compile`` of backbone and head), after every eager one.
 
     python benchmarks/bench_inference.py --preset cpu-small
     python benchmarks/bench_inference.py --preset paper --device cuda --compile both
@@ -32,6 +33,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, help="slide window (default: the preset's side)")
     parser.add_argument("--stride", type=int, help="slide step (default: 2/3 of the crop)")
     parser.add_argument("--batch", type=int, default=1, help="images per call")
+    parser.add_argument(
+        "--window-batch", type=int, default=4, help="windows per forward pass (slide)"
+    )
     parser.add_argument("--mode", nargs="+", choices=["whole", "slide"], default=["whole", "slide"])
     parser.add_argument(
         "--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"]
@@ -67,22 +71,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def time_setting(
-    segmentor: Any, images: Any, mode: str, precision: str, args: argparse.Namespace
+    module: Any, images: Any, mode: str, precision: str, args: argparse.Namespace
 ) -> dict[str, float]:
     """Median latency per call and images per second of one (mode, precision) setting."""
     import torch
 
-    segmentor.inference = mode
+    from weft_lightning.inference import InferenceProtocol
+
+    protocol = InferenceProtocol(
+        resize="fixed",
+        size=args.size,
+        mode=mode,
+        window=args.crop,
+        stride=args.stride,
+        batch=args.window_batch,
+    )
     device = images.device
     use_bf16 = precision == "bf16"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         for _ in range(args.warmup):
-            probs = segmentor.predict_proba(images)
+            probs = module.predict_maps(list(images), protocol)
         _sync(device)
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            probs = segmentor.predict_proba(images)
+            probs = module.predict_maps(list(images), protocol)
             _sync(device)
             times.append(time.perf_counter() - start)
     latency = common.median(times)
@@ -90,7 +103,8 @@ def time_setting(
         "latency_ms": 1000 * latency,
         "latency_ms_min": 1000 * min(times),
         "images_per_s": images.shape[0] / latency,
-        "mean_prob": float(probs.float().mean()),
+        "mean_prob": float(torch.stack(probs).float().mean()),
+        "crops_per_image": len(protocol.windows(protocol.view_size(args.size, args.size, 1.0))),
     }
 
 
@@ -109,11 +123,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     configs, overrides = common.model_args(args.config, "weft", args.depth, None)
-    overrides += [
-        f"{common.SEGMENTOR}.crop_size={args.crop}",
-        f"{common.SEGMENTOR}.stride={args.stride}",
-    ]
-    segmentor = common.build_module(configs, overrides).segmentor.to(device).eval()
+    module = common.build_module(configs, overrides).to(device).eval()
+    segmentor = module.segmentor
     images = torch.randn(
         args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)
     )
@@ -125,7 +136,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             segmentor.backbone.compile()
             segmentor.head.compile()
         for mode, precision in product(args.mode, args.precision):
-            result = time_setting(segmentor, images, mode, precision, args)
+            result = time_setting(module, images, mode, precision, args)
             rows.append({"mode": mode, "precision": precision, "compile": compile_, **result})
     return rows
 

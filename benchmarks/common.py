@@ -50,8 +50,8 @@ PRESETS: dict[str, Preset] = {
 METHOD_CONFIGS: dict[str, str | None] = {
     "weft": None,
     "full": "configs/ablation/weft_full.yaml",
-    "full_vit": "configs/ablation/peft_full.yaml",
-    "frozen": "configs/ablation/peft_frozen.yaml",
+    "full_vit": "configs/ablation/full_finetune.yaml",
+    "frozen": "configs/ablation/frozen.yaml",
     "lora": "configs/ablation/peft_lora.yaml",
     "vpt": "configs/ablation/peft_vpt.yaml",
     "adaptformer": "configs/ablation/peft_adaptformer.yaml",
@@ -72,7 +72,7 @@ def model_args(
     if depth is not None:
         overrides.append(f"{VIT}.model_kwargs={json.dumps({'depth': depth})}")
     if with_cp is not None:
-        overrides.append(f"{BACKBONE}.with_cp={str(with_cp).lower()}")
+        overrides.append(f"{SEGMENTOR}.checkpoint_backbone={str(with_cp).lower()}")
         overrides.append(f"{SEGMENTOR}.checkpoint_head={str(with_cp).lower()}")
     return configs, overrides
 

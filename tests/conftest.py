@@ -19,20 +19,31 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 torch.set_num_threads(1)
 
+TEST_DATA = Path(__file__).resolve().parent / "data"
+"""The committed real subset (see tests/data/README.md): always present."""
 SHARED_DATA = Path(
-    os.environ.get("WEFT_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
+    os.environ.get("WEFT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
+"""The full datasets beside the repository; absent on a plain clone."""
+FULL_EORSSD = SHARED_DATA / "EORSSD"
+NO_FULL_EORSSD = f"full EORSSD not found at {FULL_EORSSD}; set WEFT_SHARED_DATA to run it"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real sample data shipped beside the repository (read-only)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}; set WEFT_SHARED_DATA")
-    return SHARED_DATA
+def real_data() -> Path:
+    """The committed real pairs (EORSSD, CAMO, ECSSD, Kvasir-SEG subsets; golden metrics)."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def full_eorssd() -> Path:
+    """The full EORSSD dataset (read-only); the test is skipped when it is absent."""
+    if not (FULL_EORSSD / "train").is_dir():
+        pytest.skip(NO_FULL_EORSSD)
+    return FULL_EORSSD
 
 
 @pytest.fixture(scope="session")

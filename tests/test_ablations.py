@@ -11,17 +11,19 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from weft_lightning.cli import WEFTLightningCLI, build_cli
+from weft_lightning.config_files import expand_config_args
 
 REPO = Path(__file__).parents[1]
 ABLATIONS = sorted((REPO / "configs" / "ablation").glob("*.yaml"))
 OWN_ABLATIONS = [p for p in ABLATIONS if not p.name.startswith("peft_")]
 BACKBONE = "model.init_args.segmentor.init_args.backbone"
-WEFT = "weft_lightning.models.weft.WEFTBackbone"
+WEFT = "weft_lightning.models.WEFTBackbone"
 EXPECTED = {
     "no_experts", "top1_experts", "top2_experts", "top4_experts", "top7_experts", "experts_1",
     "experts_2", "experts_4", "experts_6", "no_refiner", "no_enhancer", "no_injector",
-    "dispatch_dense", "dispatch_sparse", "frozen", "full_finetune",
+    "dispatch_dense", "dispatch_sparse", "frozen", "full_finetune", "weft_full",
 }  # fmt: skip
+RUN_FOLDERS = ("orsi", "cod", "sod", "polyp")
 
 
 def backbone_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -36,16 +38,12 @@ def load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def weft_domain_configs() -> list[Path]:
-    """Run configs (top level and per-domain folders) whose backbone is the WEFT backbone."""
-    folders = [REPO / "configs", *(REPO / "configs" / d for d in ("orsi", "cod", "sod", "polyp"))]
-    paths = sorted(p for folder in folders for p in folder.glob("*.yaml"))
-    return [
-        p for p in paths if backbone_of(yaml.safe_load(p.read_text())).get("class_path") == WEFT
-    ]
+def run_configs() -> list[Path]:
+    """The domain run configs (configs/<domain>/*.yaml)."""
+    return sorted(p for d in RUN_FOLDERS for p in (REPO / "configs" / d).glob("*.yaml"))
 
 
-DOMAINS = weft_domain_configs()
+DOMAINS = run_configs()
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +56,23 @@ def fit_parser() -> ArgumentParser:
     return cli.parser
 
 
+def parse(parser: ArgumentParser, *configs: Path):
+    """The resolved ``fit`` config of a stack of config files (``extends`` applied)."""
+    args = expand_config_args([arg for c in configs for arg in ("--config", str(c))])
+    return parser.parse_args(["fit", *args]).fit
+
+
 def check_composition(parser: ArgumentParser, domain: Path, ablation: Path) -> None:
     """Parse ``domain + ablation`` and check the ablation's values won over the domain's."""
-    config = parser.parse_args(["fit", "--config", str(domain), "--config", str(ablation)]).fit
+    original = parse(parser, domain)[BACKBONE]
+    resolved = parse(parser, domain, ablation)[BACKBONE]
     delta = backbone_of(yaml.safe_load(ablation.read_text()))
-    original = backbone_of(yaml.safe_load(domain.read_text()))
-    resolved = config[BACKBONE]
-    assert resolved.class_path == delta.get("class_path", original["class_path"])
+    assert resolved.class_path == delta.get("class_path", original.class_path)
     assert_values_won(resolved.init_args, delta.get("init_args") or {}, (domain, ablation))
     # the domain's ViT (name and weights) survives every ablation, class switches included
-    vit = original["init_args"]["vit"]["init_args"]
-    assert resolved.init_args.vit.init_args.model_name == vit["model_name"]
-    assert resolved.init_args.vit.init_args.checkpoint_path == vit.get("checkpoint_path")
+    vit = original.init_args.vit.init_args
+    assert resolved.init_args.vit.init_args.model_name == vit.model_name
+    assert resolved.init_args.vit.init_args.checkpoint_path == vit.checkpoint_path
 
 
 def assert_values_won(resolved: Any, delta: dict[str, Any], where: tuple[Path, Path]) -> None:
@@ -82,8 +85,9 @@ def assert_values_won(resolved: Any, delta: dict[str, Any], where: tuple[Path, P
             assert resolved[key] == value, (where[0].name, where[1].name, key)
 
 
-def test_ablation_set_is_complete() -> None:
+def test_ablation_set_is_complete(fit_parser: ArgumentParser) -> None:
     assert {p.stem for p in OWN_ABLATIONS} >= EXPECTED
+    assert all(parse(fit_parser, path)[BACKBONE].class_path == WEFT for path in DOMAINS)
     assert REPO / "configs" / "orsi" / "eorssd.yaml" in DOMAINS
 
 
@@ -107,10 +111,10 @@ model:
     segmentor:
       init_args:
         backbone:
-          class_path: weft_lightning.models.weft.WEFTBackbone
+          class_path: weft_lightning.models.WEFTBackbone
           init_args:
             vit:
-              class_path: weft_lightning.models.backbone.FrozenViT
+              class_path: weft_lightning.models.FrozenViT
               init_args: {model_name: vit_tiny_patch16_224, model_kwargs: {depth: 4}}
             conv_channels: 16
             deform_heads: 4

@@ -146,7 +146,8 @@ def test_stage_checkpointing_gives_same_outputs_and_gradients() -> None:
         injector = Injector(32, num_heads=4, n_points=2)
         with torch.no_grad():
             injector.gamma.fill_(0.5)
-        stage = InteractionStage(injector, [Extractor(32), Extractor(32)], with_cp=with_cp)
+        stage = InteractionStage(injector, [Extractor(32), Extractor(32)])
+        stage.set_grad_checkpointing(with_cp)
         x = torch.randn(2, 12, 32)
         prefix = torch.randn(2, 1, 32)
         c = _tokens(2, 32)
@@ -160,8 +161,8 @@ def test_stage_checkpointing_gives_same_outputs_and_gradients() -> None:
 
 
 def test_checkpointed_extractors_are_recomputed_one_at_a_time() -> None:
-    """With ``with_cp`` each extractor is recomputed right before its own backward pass, so the
-    activations of only one extractor are alive at a time (the stage's memory peak)."""
+    """With gradient checkpointing each extractor is recomputed right before its own backward
+    pass, so the activations of only one extractor are alive at a time (the stage's peak)."""
     from weft_lightning.models.checkpointing import is_recomputing
 
     events: list[str] = []
@@ -178,7 +179,8 @@ def test_checkpointed_extractors_are_recomputed_one_at_a_time() -> None:
 
         extractor.register_forward_pre_hook(log_recompute)
         extractor.register_forward_hook(log_grad)
-    stage = InteractionStage(None, extractors, with_cp=True)
+    stage = InteractionStage(None, extractors)
+    stage.set_grad_checkpointing(True)
     x, prefix, c = torch.randn(2, 12, 32), torch.randn(2, 0, 32), _tokens(2, 32)
     c.requires_grad_(True)
     _, _, out = stage(x, prefix, c, lambda t, p: (t, p), _deform_inputs(), SHAPES)

@@ -16,16 +16,25 @@ from weft_lightning.models.convert import convert_uniperceiver, save_weights
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs" / "model" / "backbones").glob("*.yaml"))
 BASE = ROOT / "configs" / "model" / "weft_s.yaml"
+PAPER = ROOT / "configs" / "model" / "weft_l_paper.yaml"
 SMALL = {"depth": 4, "embed_dim": 64, "num_heads": 4}
 VIT = "--model.init_args.segmentor.init_args.backbone.init_args"
 
 
 def vit_args(preset: Path) -> dict[str, Any]:
-    """The FrozenViT init_args that a preset sets."""
+    """The FrozenViT init_args a preset stands for: its own, on top of the ViT definition in
+    configs/model/vit/ of the same name when the preset only sets weights."""
     config = yaml.safe_load(preset.read_text())
     node = config["model"]["init_args"]["segmentor"]["init_args"]["backbone"]["init_args"]["vit"]
-    assert node["class_path"] == "weft_lightning.models.backbone.FrozenViT"
+    if "class_path" not in node:
+        base = yaml.safe_load(definition(preset).read_text())
+        node = {**base, "init_args": {**base["init_args"], **node["init_args"]}}
+    assert node["class_path"] == "weft_lightning.models.FrozenViT"
     return dict(node["init_args"])
+
+
+def definition(preset: Path) -> Path:
+    return ROOT / "configs" / "model" / "vit" / preset.name
 
 
 def small_checkpoint(folder: Path, preset: Path) -> str | None:
@@ -81,7 +90,8 @@ def build_weft(preset: Path, folder: Path) -> torch.nn.Module:
     checkpoint = small_checkpoint(folder, preset)
     if checkpoint:
         overrides.append(f"{VIT}.vit.init_args.checkpoint_path={checkpoint}")
-    module = build_model([str(BASE), str(preset)], overrides)
+    base = PAPER if definition(preset).is_file() else BASE  # weights for the paper's ViT only
+    module = build_model([str(base), str(preset)], overrides)
     return module.segmentor.backbone
 
 

@@ -18,8 +18,6 @@ from weft_lightning.data.catalog import (
     locate,
 )
 
-EORSSD = Path(__file__).resolve().parents[2] / "shared" / "data" / "EORSSD"
-
 
 def _tree(root: Path, folders: dict[str, int], image_ext: str = ".jpg") -> Path:
     """Create folders with n placeholder files each (masks .png, images image_ext)."""
@@ -141,10 +139,10 @@ def test_count_mismatch_warns_naming_the_dataset(tmp_path: Path) -> None:
         locate(tmp_path, "ORSSD")
 
 
-def test_real_eorssd_matches_published_counts() -> None:
+def test_real_eorssd_matches_published_counts(full_eorssd: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        layout = locate(EORSSD.parent, "EORSSD")
+        layout = locate(full_eorssd.parent, "EORSSD")
     assert _flat(layout) == {"test": ("images", "masks"), "train": ("images", "masks")}
     assert count_files(layout["test"].images) == 600
 

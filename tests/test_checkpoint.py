@@ -35,8 +35,9 @@ def tiny_demo_args(tmp_path: Path) -> list[str]:
         "--data.init_args.num_train", "8",
         "--data.init_args.num_test", "4",
         "--data.init_args.image_size", "64",
-        "--data.init_args.crop_size", "64",
-        "--data.init_args.eval_size", "64",
+        "--data.init_args.augmentation.crop_size", "64",
+        "--model.init_args.protocol.test.size", "64",
+        "--model.init_args.protocol.validation.size", "64",
         "--data.init_args.batch_size", "4",
         "--data.init_args.num_workers", "0",
         "--data.init_args.cache_dir", str(tmp_path / "cache"),
@@ -144,7 +145,7 @@ def test_paper_preset_checkpoint_is_small(
 ) -> None:
     """WEFT-L (ViT-L/16 + WEFT + Mask2Former, random init): one step, then the file sizes."""
     args = tiny_demo_args(tmp_path)
-    args += ["--config", str(REPO / "configs" / "model" / "weft_l_paper.yaml")]
+    args += ["--model.init_args.segmentor", str(REPO / "configs" / "model" / "weft_l_paper.yaml")]
     args += ["--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
     args += ["--data.init_args.num_train", "2", "--data.init_args.num_test", "2"]
     args += ["--data.init_args.batch_size", "2", "--data.init_args.eval_batch_size", "2"]

@@ -10,8 +10,6 @@ import torch.nn.functional as F
 
 from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.convert import (
-    UNIPERCEIVER_NORM_EPS,
-    UNIPERCEIVER_TIMM_KWARGS,
     CheckpointLayoutError,
     convert_uniperceiver,
     main,
@@ -19,6 +17,16 @@ from weft_lightning.models.convert import (
 
 DIM, DEPTH, HEADS, GRID = 64, 4, 4, 14
 ROOT = Path(__file__).resolve().parents[1]
+UNIPERCEIVER = ROOT / "configs" / "model" / "vit" / "uniperceiver_l16.yaml"
+
+
+def uniperceiver_args(**model_kwargs: object) -> dict:
+    """FrozenViT arguments of the paper's ViT definition, sizes replaced by ``model_kwargs``."""
+    import yaml
+
+    args = yaml.safe_load(UNIPERCEIVER.read_text())["init_args"]
+    args["model_kwargs"] = {**args["model_kwargs"], **model_kwargs}
+    return {**args, "pretrained": False, "checkpoint_path": None}
 
 
 def uniperceiver_state(
@@ -99,14 +107,9 @@ def reference_forward(state: dict[str, torch.Tensor], images: torch.Tensor) -> t
 
 def paper_backbone(checkpoint: Path | None) -> FrozenViT:
     """The paper preset's timm ViT at a small width/depth."""
-    kwargs = {**UNIPERCEIVER_TIMM_KWARGS, "embed_dim": DIM, "depth": DEPTH, "num_heads": HEADS}
-    return FrozenViT(
-        "vit_large_patch16_224",
-        checkpoint_path=str(checkpoint) if checkpoint else None,
-        model_kwargs=kwargs,
-        norm_eps=UNIPERCEIVER_NORM_EPS,
-        pos_embed_antialias=False,
-    ).eval()
+    args = uniperceiver_args(embed_dim=DIM, depth=DEPTH, num_heads=HEADS)
+    args["checkpoint_path"] = str(checkpoint) if checkpoint else None
+    return FrozenViT(**{**args, "drop_path_rate": 0.0}).eval()
 
 
 @pytest.mark.parametrize("wrap", ["raw", "state_dict", "model"])
@@ -135,21 +138,15 @@ def test_timm_model_loads_converted_weights_strictly() -> None:
     import timm
 
     converted = convert_uniperceiver(uniperceiver_state())
-    kwargs = {**UNIPERCEIVER_TIMM_KWARGS, "embed_dim": DIM, "depth": DEPTH, "num_heads": HEADS}
-    model = timm.create_model("vit_large_patch16_224", num_classes=0, **kwargs)
+    args = uniperceiver_args(embed_dim=DIM, depth=DEPTH, num_heads=HEADS)
+    model = timm.create_model(args["model_name"], num_classes=0, **args["model_kwargs"])
     model.load_state_dict(converted, strict=True)
     assert "visual_embed" not in " ".join(converted)
 
 
 def test_fits_the_paper_preset_exactly() -> None:
     """Full-size (ViT-L, 24 blocks) conversion matches the paper config's ViT key for key."""
-    import yaml
-
-    config = yaml.safe_load((ROOT / "configs" / "model" / "weft_l_paper.yaml").read_text())
-    vit_node = config["model"]["init_args"]["segmentor"]["init_args"]["backbone"]["init_args"][
-        "vit"
-    ]
-    args = {**vit_node["init_args"], "pretrained": False, "checkpoint_path": None}
+    args = uniperceiver_args()
     with torch.device("meta"):
         backbone = FrozenViT(**args)
     converted = convert_uniperceiver(uniperceiver_state(dim=1024, depth=24, device="meta"))

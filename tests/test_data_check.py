@@ -13,8 +13,6 @@ from PIL import Image
 
 from weft_lightning.data.check import check_dataset, main
 
-EORSSD = Path(__file__).resolve().parents[2] / "shared" / "data" / "EORSSD"
-
 
 def _pair(folder: Path, stem: str, size: tuple[int, int] = (40, 32), fg: bool = True) -> None:
     """Write images/<stem>.jpg and masks/<stem>.png of size (W, H)."""
@@ -136,10 +134,10 @@ def test_explicit_folders_and_usage_errors(
 
 
 def test_real_eorssd_is_clean_with_its_known_oddities(
-    capsys: pytest.CaptureFixture[str],
+    full_eorssd: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     start = time.perf_counter()
-    assert main(["check", str(EORSSD), "--max-list", "0"]) == 0
+    assert main(["check", str(full_eorssd), "--max-list", "0"]) == 0
     elapsed = time.perf_counter() - start
     out = capsys.readouterr().out
     assert "known dataset EORSSD" in out

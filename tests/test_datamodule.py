@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 
+from weft_lightning.constants import IGNORE_INDEX
+from weft_lightning.data import Augmentation
 from weft_lightning.data.datamodule import SegmentationDataModule
 
 
 def test_train_and_test_batches(synthetic_root: Path) -> None:
     dm = SegmentationDataModule(
         root=str(synthetic_root),
-        crop_size=64,
-        eval_size=96,
+        augmentation=Augmentation(crop_size=64),
         batch_size=4,
         eval_batch_size=3,
         num_workers=0,
@@ -22,12 +23,13 @@ def test_train_and_test_batches(synthetic_root: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64)
     assert batch["mask"].shape == (4, 1, 64, 64)
-    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0}
+    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0, float(IGNORE_INDEX)}
     dm.setup("test")
     assert dm.test_names == ["synthetic"]
     (loader,) = dm.test_dataloader()
     batch = next(iter(loader))
-    assert batch["image"].shape == (3, 3, 96, 96)
+    # evaluation images keep their original size: the model's protocol resizes them
+    assert [tuple(image.shape) for image in batch["image"]] == [(3, 64, 64)] * 3
     assert all(
         gt.shape == tuple(size) == (64, 64)
         for gt, size in zip(batch["gt"], batch["size"], strict=True)
@@ -39,7 +41,6 @@ def test_named_test_sets_and_predict_dir(synthetic_root: Path) -> None:
     dm = SegmentationDataModule(
         test_sets={"A": str(synthetic_root / "test"), "B": str(synthetic_root / "train")},
         predict_dir=str(synthetic_root / "test" / "images"),
-        eval_size=64,
         num_workers=0,
     )
     dm.setup("test")
@@ -47,4 +48,4 @@ def test_named_test_sets_and_predict_dir(synthetic_root: Path) -> None:
     assert [len(loader.dataset) for loader in dm.test_dataloader()] == [6, 16]
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    assert batch["image"].shape[1:] == (3, 64, 64) and "gt" not in batch
+    assert batch["image"][0].shape == (3, 64, 64) and "gt" not in batch

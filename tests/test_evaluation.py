@@ -33,10 +33,10 @@ def _make_folders(shared: Path, root: Path, dataset: str, count: int, seed: int)
 
 
 @pytest.fixture
-def folders(shared_data: Path, tmp_path: Path) -> dict:
+def folders(real_data: Path, tmp_path: Path) -> dict:
     return {
-        "CAMO": _make_folders(shared_data, tmp_path, "CAMO", 4, 0),
-        "Kvasir-SEG": _make_folders(shared_data, tmp_path, "Kvasir-SEG", 3, 1),  # JPEG masks
+        "CAMO": _make_folders(real_data, tmp_path, "CAMO", 4, 0),
+        "Kvasir-SEG": _make_folders(real_data, tmp_path, "Kvasir-SEG", 3, 1),  # JPEG masks
         "root": tmp_path,
     }
 
@@ -69,7 +69,7 @@ def test_folder_matches_pysodmetrics_and_writes_every_format(folders: dict, tmp_
     assert csv_lines[0].split(",")[3:] == list(METRIC_KEYS) and csv_lines[1].startswith(
         "noisy,CAMO,4,"
     )
-    assert r"\multicolumn{12}{c}{CAMO}" in (out / "r.tex").read_text()
+    assert r"\multicolumn{14}{c}{CAMO}" in (out / "r.tex").read_text()
     for name in ("CAMO_pr.png", "CAMO_fm.png"):
         with Image.open(out / "curves" / name) as image:
             assert image.size[0] > 200

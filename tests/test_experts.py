@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -144,17 +146,50 @@ def test_fused_equals_dense_in_train_and_eval(size: tuple[int, int]) -> None:
         assert (dense(x) - fused(x)).abs().max() < 1e-5
 
 
-def test_branch_convolutions_run_channels_last() -> None:
-    """Every convolution of the expert branch sees channels-last input (several times faster
-    depthwise convolutions on CPU) and its outputs come out in the usual contiguous layout."""
-    extractor = WaveletExpertExtractor(embed_dim=32, channels=16, kernel_sizes=(1, 3, 5), top_k=2)
-    layouts = []
-    for module in extractor.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            module.register_forward_pre_hook(
-                lambda m, inputs: layouts.append(is_channels_last(inputs[0]))
-            )
-    c1, tokens, _ = extractor(torch.randn(2, 3, 64, 64), lift_finest=False)
-    assert layouts and all(layouts)
+def conv_layouts(extractor: WaveletExpertExtractor, images: torch.Tensor) -> list[bool]:
+    """Whether each convolution of one forward pass saw channels-last input."""
+    layouts: list[bool] = []
+    hooks = [
+        module.register_forward_pre_hook(
+            lambda m, inputs: layouts.append(is_channels_last(inputs[0]))
+        )
+        for module in extractor.modules()
+        if isinstance(module, torch.nn.Conv2d)
+    ]
+    c1, tokens, _ = extractor(images, lift_finest=False)
     assert c1.is_contiguous() and tokens.is_contiguous()
     (c1.sum() + tokens.sum()).backward()
+    for hook in hooks:
+        hook.remove()
+    return layouts
+
+
+def test_branch_runs_channels_last_only_where_it_costs_no_precision() -> None:
+    """Evaluation on the CPU (and every GPU pass) runs the convolutions channels-last (faster
+    depthwise convolutions); CPU training keeps the usual layout, whose train-mode batch norm
+    is exact to float32 rounding; outputs come out contiguous either way."""
+    extractor = WaveletExpertExtractor(embed_dim=32, channels=16, kernel_sizes=(1, 3, 5), top_k=2)
+    # 256 px: no 1 x 1 map (whose layout is both at once), and enough pixels per channel for a
+    # channels-last batch norm to show its error (about 3e-3 of the largest gradient)
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 256, 256) * 2 + 1
+    training = conv_layouts(extractor.train(), images)
+    evaluation = conv_layouts(extractor.eval(), images)
+    assert training and not any(training)
+    assert evaluation and all(evaluation)
+    reference = copy.deepcopy(extractor).double().train()
+    extractor.train().zero_grad()
+    expected = reference(images.double(), lift_finest=False)[0]
+    got = extractor(images, lift_finest=False)[0]
+    assert (got.double() - expected).abs().max() / expected.abs().max() < 1e-6
+    weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(0))
+    (got * weights).sum().backward()
+    (expected * weights.double()).sum().backward()
+    pairs = [
+        (p32.grad.double(), p64.grad)
+        for p32, p64 in zip(extractor.parameters(), reference.parameters(), strict=True)
+        if p64.grad is not None
+    ]
+    largest = max(float(g64.abs().max()) for _, g64 in pairs)
+    worst = max(float((g32 - g64).abs().max()) for g32, g64 in pairs)
+    assert worst / largest < 1e-4  # of the largest gradient

@@ -11,6 +11,7 @@ import yaml
 from conftest import OpCounter
 from torch import nn
 
+from weft_lightning.constants import IGNORE_INDEX
 from weft_lightning.models.heads.fpn import FPNHead
 from weft_lightning.models.heads.mask2former import Mask2FormerHead
 from weft_lightning.models.heads.point_sampling import importance_points
@@ -77,10 +78,9 @@ def test_paper_head_has_the_paper_parameter_count() -> None:
 
 def test_paper_config_uses_the_paper_head() -> None:
     config = Path(__file__).parents[1] / "configs" / "model" / "weft_l_paper.yaml"
-    segmentor = yaml.safe_load(config.read_text())["model"]["init_args"]["segmentor"]
-    head_config = segmentor["init_args"]["head"]
-    assert head_config["class_path"] == "weft_lightning.models.heads.mask2former.Mask2FormerHead"
-    head = Mask2FormerHead([1024] * 4, **head_config["init_args"])
+    head_config = yaml.safe_load(config.read_text())["init_args"]["head"]
+    assert head_config["class_path"] == "weft_lightning.models.Mask2FormerHead"
+    head = Mask2FormerHead([1024] * 4, **head_config.get("init_args", {}))
     assert sum(p.numel() for p in head.parameters() if p.requires_grad) == 3_198_243
 
 
@@ -90,7 +90,7 @@ def test_outputs_have_one_prediction_per_layer() -> None:
     assert out["pred_logits"].shape == (2, 8, 3)
     assert out["pred_masks"].shape == (2, 8, 16, 16)
     assert len(out["aux_outputs"]) == TINY["dec_layers"]
-    probs = head.predict(out, (70, 50))
+    probs = head.probability(head.scores(out, (70, 50)))
     assert probs.shape == (2, 1, 70, 50)
     assert probs.min() >= 0 and probs.max() <= 1
 
@@ -142,7 +142,7 @@ def test_all_background_ground_truth_trains_without_nan() -> None:
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
         optimizer.step()
-    probs = head.predict(head(backbone(images)), (64, 64))
+    probs = head.probability(head.scores(head(backbone(images)), (64, 64)))
     assert torch.isfinite(probs).all()
 
 
@@ -172,7 +172,7 @@ def test_overfitting_one_batch_separates_the_object() -> None:
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     with torch.no_grad():
-        probs = head.predict(head(backbone(images)), (64, 64))
+        probs = head.probability(head.scores(head(backbone(images)), (64, 64)))
     pred = probs > 0.5
     truth = masks > 0.5
     iou = (pred & truth).sum() / (pred | truth).sum()
@@ -232,14 +232,62 @@ def test_bad_options_raise_clear_errors(kwargs: dict, message: str) -> None:
         Mask2FormerHead(in_channels, **options)
 
 
-def test_predict_sums_foreground_probability_times_mask() -> None:
+def test_scores_sum_class_probability_times_mask() -> None:
     head = Mask2FormerHead([16] * 4, **TINY)
     logits = torch.tensor([[[0.0, 2.0, -1.0], [1.0, -1.0, 0.5]]])
     masks = torch.tensor([[[[3.0, -3.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2)
-    class_fg = logits.softmax(-1)[0, :, 1]
-    expected = class_fg[0] * masks[0, 0].sigmoid() + class_fg[1] * masks[0, 1].sigmoid()
-    probs = head.predict({"pred_logits": logits, "pred_masks": masks}, (1, 2))
-    assert torch.allclose(probs[0, 0], expected)
+    class_probs = logits.softmax(-1)[0]
+    scores = head.scores({"pred_logits": logits, "pred_masks": masks}, (1, 2))
+    for label in (0, 1):
+        expected = sum(class_probs[q, label] * masks[0, q].sigmoid() for q in range(2))
+        assert torch.allclose(scores[0, label], expected)
+    probs = head.probability(scores)
+    assert torch.allclose(probs[0, 0], torch.sigmoid(scores[0, 1] - scores[0, 0]))
+
+
+def padded_targets(size: int = 64) -> torch.Tensor:
+    """Masks whose bottom rows and right columns are padding (ignored)."""
+    masks = torch.zeros(2, 1, size, size)
+    masks[0, :, 8:30, 10:36] = 1
+    masks[1, :, 20:40, 4:20] = 1
+    masks[:, :, 44:, :] = IGNORE_INDEX
+    masks[1, :, :, 40:] = IGNORE_INDEX
+    return masks
+
+
+def test_ignored_pixels_change_no_loss_no_matching_and_no_gradient() -> None:
+    head = Mask2FormerHead([16] * 4, **TINY)
+    masks = padded_targets()
+    targets = head.targets(masks)
+    assert all(t["ignored"].sum() > 0 for t in targets)
+    assert all(((t["masks"].sum(0) > 0) == (t["ignored"] == 0)).all() for t in targets)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, TINY["num_queries"], 3, generator=generator)
+    pred = torch.randn(2, TINY["num_queries"], 16, 16, generator=generator, requires_grad=True)
+    outputs = {"pred_logits": logits, "pred_masks": pred}
+    torch.manual_seed(3)
+    losses = head.loss(outputs, masks)
+    losses["loss"].backward()
+    # 1/4-resolution cells whose bilinear footprint lies in the padding get no gradient
+    assert pred.grad[:, :, 12:, :].abs().max() == 0
+    assert pred.grad[1, :, :, 11:].abs().max() == 0
+    assert pred.grad[:, :, :8, :8].abs().max() > 0
+    changed = pred.detach().clone()
+    changed[:, :, 12:, :] = 10.0 * torch.randn_like(changed[:, :, 12:, :])
+    changed[1, :, :, 11:] = -7.0
+    torch.manual_seed(3)
+    again = head.loss({"pred_logits": logits, "pred_masks": changed}, masks)
+    for key, value in losses.items():
+        torch.testing.assert_close(again[key], value.detach())
+
+
+def test_sampled_points_stay_in_the_valid_region() -> None:
+    ignored = torch.zeros(3, 1, 40, 60)
+    ignored[:, :, 30:, :] = 1
+    ignored[2, :, :, 20:] = 1
+    points = importance_points(torch.randn(3, 1, 10, 15), 500, ignored=ignored)
+    assert (points[..., 1] <= 30 / 40).all()
+    assert (points[2, :, 0] <= 20 / 60).all() and (points[0, :, 0] > 0.5).any()
 
 
 @pytest.mark.parametrize("head_kind", ["mask2former", "fpn"])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from weft_lightning.data.masks import MaskDecodeError, binarize, read_mask
 
-KVASIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples" / "Kvasir-SEG"
+KVASIR = Path(__file__).resolve().parent / "data" / "samples" / "Kvasir-SEG"
 
 
 @pytest.fixture()
@@ -120,7 +120,7 @@ def test_jpeg_artefacts_binarise_cleanly(tmp_path: Path, truth: np.ndarray) -> N
 
 def test_kvasir_jpeg_masks_binarise_to_clean_masks(tmp_path: Path) -> None:
     masks = sorted((KVASIR / "masks").glob("*.jpg"))
-    assert len(masks) == 20
+    assert len(masks) == 8
     for original in masks[:8]:
         path = Path(shutil.copy(original, tmp_path))
         assert Image.open(path).mode == "RGB"

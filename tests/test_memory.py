@@ -30,9 +30,9 @@ def tiny_weft(with_cp: bool) -> Segmentor:
     vit = FrozenViT("vit_tiny_patch16_224", model_kwargs={"depth": 4})
     backbone = WEFTBackbone(
         vit, conv_channels=16, kernel_sizes=(1, 3), top_k=1, deform_heads=4, deform_points=2,
-        extra_extractors=0, with_cp=with_cp,
+        extra_extractors=0,
     )  # fmt: skip
-    return Segmentor(backbone, partial(FPNHead, channels=32))
+    return Segmentor(backbone, partial(FPNHead, channels=32), checkpoint_backbone=with_cp)
 
 
 def test_meta_and_cpu_measure_the_same_and_scale_with_pixels() -> None:

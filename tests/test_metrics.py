@@ -21,6 +21,8 @@ from weft_lightning.metrics import (
     MeanAbsoluteError,
     SMeasure,
     SODMetrics,
+    TwoClassMDice,
+    TwoClassMFscore,
     TwoClassMIoU,
     WeightedFMeasure,
     prepare_maps,
@@ -35,7 +37,7 @@ Pair = tuple[np.ndarray, np.ndarray]  # (pred uint8 (H,W), gt uint8 (H,W))
 
 # ----------------------------------------------------------------------------- references
 def _overlap_reference(pairs: list[Pair]) -> dict[str, float]:
-    """IoU / Dice per image (0 for 0/0, as pysodmetrics' handlers) and dataset mIoU."""
+    """IoU / Dice per image (0 for 0/0, as pysodmetrics' handlers); dataset mIoU, mDice, mFscore."""
     ious, dices, total = [], [], np.zeros(4)
     for pred, gt in pairs:
         p, g = pred >= 128, gt > 128
@@ -47,7 +49,21 @@ def _overlap_reference(pairs: list[Pair]) -> dict[str, float]:
     tp, fp, fn, tn = total
     unions = np.array([tn + fp + fn, tp + fp + fn])
     per_class = np.array([tn, tp])[unions > 0] / unions[unions > 0]
-    return {"iou": float(np.mean(ious)), "dice": float(np.mean(dices)), "miou": per_class.mean()}
+    # mmseg's eval_metrics: per-class areas summed over the dataset, 0/0 = NaN, nanmean
+    inter = np.array([tn, tp])
+    area_pred, area_label = np.array([tn + fn, tp + fp]), np.array([tn + fp, tp + fn])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of all-NaN
+        precision, recall = inter / area_pred, inter / area_label
+        mdice = np.nanmean(2 * inter / (area_pred + area_label))
+        mfscore = np.nanmean(2 * precision * recall / (precision + recall))
+    return {
+        "iou": float(np.mean(ious)),
+        "dice": float(np.mean(dices)),
+        "miou": per_class.mean(),
+        "mdice": float(mdice),
+        "mfscore": float(mfscore),
+    }
 
 
 def reference_values(pairs: list[Pair], curves: bool = False) -> dict[str, object]:
@@ -136,12 +152,12 @@ def read_l(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real_pairs(shared_data: Path) -> list[Pair]:
+def real_pairs(real_data: Path) -> list[Pair]:
     """Real masks (EORSSD incl. all-background and RGB masks, CAMO, ECSSD, Kvasir JPEG)."""
     rng = np.random.default_rng(7)
-    paths = sorted((shared_data / "EORSSD" / "test" / "masks").iterdir())[:6]
+    paths = sorted((real_data / "EORSSD" / "test" / "masks").iterdir())[:6]
     for name in ("CAMO", "ECSSD", "Kvasir-SEG"):
-        paths += sorted((shared_data / "samples" / name / "masks").iterdir())[:3]
+        paths += sorted((real_data / "samples" / name / "masks").iterdir())[:3]
     pairs = []
     for path in paths:
         gt = read_l(path)
@@ -153,7 +169,7 @@ def real_pairs(shared_data: Path) -> list[Pair]:
         pairs.append((noisy_prediction(gt, rng), gt))
     empty = next(
         p
-        for p in (shared_data / "EORSSD" / "test" / "masks").iterdir()
+        for p in (real_data / "EORSSD" / "test" / "masks").iterdir()
         if not (read_l(p) > 128).any()
     )
     gt = read_l(empty)[:200, :200]
@@ -162,8 +178,8 @@ def real_pairs(shared_data: Path) -> list[Pair]:
 
 
 # ----------------------------------------------------------------------------- tests
-def test_golden_values(shared_data: Path) -> None:
-    folder = shared_data / "pysodmetrics_golden"
+def test_golden_values(real_data: Path) -> None:
+    folder = real_data / "pysodmetrics_golden"
     expected = json.loads((folder / "expected.json").read_text())
     pairs = [(read_l(folder / "preds" / p.name), read_l(p)) for p in sorted(folder.glob("masks/*"))]
     for as_probs in (False, True):
@@ -266,6 +282,8 @@ def test_single_measures_and_curves_match_reference() -> None:
         "iou": ForegroundIoU(),
         "dice": ForegroundDice(),
         "miou": TwoClassMIoU(),
+        "mdice": TwoClassMDice(),
+        "mfscore": TwoClassMFscore(),
     }
     for key, metric in scalar.items():
         metric.update(preds, masks)

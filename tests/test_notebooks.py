@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+TEST_DATA = Path(__file__).parent / "data"  # the committed real pairs
 
 
 def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
@@ -22,7 +22,7 @@ def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[
     # the kernel inherits this environment
     monkeypatch.setenv("WEFT_NOTEBOOK_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("WEFT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("WEFT_SHARED_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("WEFT_SHARED_DATA", str(TEST_DATA))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     client = nbclient.NotebookClient(
@@ -56,10 +56,9 @@ def test_quickstart_trains_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_evaluate_prints_tables_and_curves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     outputs = execute("02_evaluate.ipynb", tmp_path, monkeypatch)
     printed = text(outputs)
-    dataset = "EORSSD" if (SHARED_DATA / "EORSSD" / "test").is_dir() else "synthetic"
     for method in ("Blurred GT", "Noisy GT"):
         assert f"| {method}" in printed and f"\n{method} & " in printed
-    assert f"{dataset}: 6 pairs" in printed
+    assert "EORSSD: 6 pairs" in printed
     assert "\\begin{tabular}" in printed and "exit status 0" in printed
     assert figures(outputs) == 2  # maps, curves
     assert (tmp_path / "out" / "results.csv").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from weft_lightning.models.adapter import EdgeAwareTokenRefiner, SpatialExpertEnhancer
 from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.experts import ExpertMixture
+from weft_lightning.models.heads.fpn import FPNHead
 from weft_lightning.models.peft import (
     AdaptFormerBackbone,
     FrozenBackbone,
@@ -20,7 +22,9 @@ from weft_lightning.models.peft import (
     ViTAdapterBackbone,
     VPTBackbone,
 )
+from weft_lightning.models.segmentor import Segmentor
 from weft_lightning.models.weft import WEFTBackbone
+from weft_lightning.module import WEFTModule
 
 SMALL = {"embed_dim": 64, "depth": 4, "num_heads": 2}
 IMAGES = (2, 3, 64, 64)
@@ -126,11 +130,15 @@ def test_full_fine_tuning_layer_decay() -> None:
     assert scales["vit.vit.patch_embed.proj.weight"] == pytest.approx(0.9**5)
     assert scales["vit.vit.blocks.0.attn.qkv.weight"] == pytest.approx(0.9**4)
     assert scales["vit.vit.blocks.3.mlp.fc2.bias"] == pytest.approx(0.9)
-    groups = backbone.param_groups(base_lr=1e-4, weight_decay=0.05)
+    module = WEFTModule(Segmentor(backbone, partial(FPNHead, channels=8)), lr=1e-4)
+    groups = module.parameter_groups()
     grouped = [id(p) for g in groups for p in g["params"]]
-    assert sorted(grouped) == sorted(id(p) for p in backbone.parameters())
+    assert sorted(grouped) == sorted(id(p) for p in module.segmentor.parameters())
+    names = {id(p): n for n, p in backbone.named_parameters()}
     for group in groups:
-        assert group["lr"] == pytest.approx(1e-4 * group["lr_scale"])
+        backbone_params = [names[id(p)] for p in group["params"] if id(p) in names]
+        for name in backbone_params:
+            assert group["lr"] == pytest.approx(1e-4 * scales[name])
     pos_group = next(g for g in groups if any(p is backbone.vit.vit.pos_embed for p in g["params"]))
     assert pos_group["weight_decay"] == 0.0
     torch.optim.AdamW(groups)  # groups are valid optimiser input

@@ -13,24 +13,34 @@ REPO = Path(__file__).parents[1]
 
 
 @pytest.mark.slow
-def test_eorssd_config_trains_on_real_pairs(shared_data: Path, tmp_path: Path) -> None:
+def test_eorssd_config_trains_on_real_pairs(real_data: Path, tmp_path: Path) -> None:
     root = tmp_path / "EORSSD"
-    copy_pairs(shared_data / "EORSSD" / "train", root / "train", 6)
-    copy_pairs(shared_data / "EORSSD" / "test", root / "test", 3)
+    copy_pairs(real_data / "EORSSD" / "train", root / "train", 6)
+    copy_pairs(real_data / "EORSSD" / "test", root / "test", 3)
     args = [
         "fit",
         "--config",
         str(REPO / "configs" / "orsi" / "eorssd.yaml"),
-        "--config",
+        "--model.init_args.segmentor",
         str(REPO / "configs" / "model" / "weft_t.yaml"),
         "--model.init_args.segmentor.init_args.backbone.init_args.vit.init_args.model_kwargs",
         "{depth: 4}",
         "--data.root",
         str(root),
-        "--data.init_args.crop_size",
+        "--data.init_args.augmentation.crop_size",
         "64",
-        "--data.init_args.eval_size",
+        "--model.init_args.protocol.test.size",
         "64",
+        "--model.init_args.protocol.validation.size",
+        "64",
+        "--model.init_args.protocol.test.window",
+        "64",
+        "--model.init_args.protocol.validation.window",
+        "64",
+        "--model.init_args.protocol.test.stride",
+        "48",
+        "--model.init_args.protocol.validation.stride",
+        "48",
         "--data.init_args.batch_size",
         "2",
         "--data.init_args.num_workers",

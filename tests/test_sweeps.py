@@ -12,6 +12,7 @@ from jsonargparse import ArgumentParser
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from weft_lightning.cli import WEFTLightningCLI, build_cli
+from weft_lightning.config_files import expand_config_args
 
 REPO = Path(__file__).parents[1]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -75,7 +76,7 @@ def test_every_sweep_command_parses(
     for assignment in assignments(sweep["parameters"]):
         command = agent_command(sweep, assignment)
         assert command[0] == "weft"
-        config = fit_parser.parse_args(command[1:]).fit
+        config = fit_parser.parse_args(expand_config_args(command[1:])).fit
         assert config["data.init_args.root"] == str(tmp_path)
         for key, value in assignment.items():
             if key == "config":  # a config file composed last: its values win

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,14 +13,7 @@ from weft_lightning.models.deform_attn import MSDeformAttn
 from weft_lightning.models.experts import ExpertMixture
 from weft_lightning.models.weft import WEFTBackbone
 
-UNI_PERCEIVER_L = dict(
-    class_token=False,
-    global_pool="avg",
-    init_values=1e-6,
-    pre_norm=True,
-    final_norm=False,
-    no_embed_class=True,
-)
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "model" / "weft_l_paper.yaml"
 SMALL = dict(conv_channels=16, kernel_sizes=(1, 3, 5), top_k=2, deform_heads=4, deform_points=2)
 
 
@@ -31,16 +25,36 @@ def _trainable(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def test_paper_preset_has_reference_parameter_count() -> None:
+def paper_backbone() -> WEFTBackbone:
+    """The paper preset's backbone as its config builds it (on ``meta``: no memory)."""
+    from weft_lightning.info import build_model
+
     with torch.device("meta"):
-        vit = FrozenViT("vit_large_patch16_224", drop_path_rate=0.4, model_kwargs=UNI_PERCEIVER_L)
-        backbone = WEFTBackbone(vit)
+        return build_model([str(PAPER)], []).segmentor.backbone
+
+
+def test_paper_preset_has_reference_parameter_count() -> None:
+    backbone = paper_backbone()
+    vit = backbone.vit
     assert _trainable(backbone) == 11_175_477
     assert _trainable(backbone.vit) == 0
     assert sum(p.numel() for p in vit.parameters()) == 303_347_712
     extractors = [len(stage.extractors) for stage in backbone.stages]
     assert extractors == [1, 1, 1, 3]
     assert backbone.stages[3].extractors[0].drop_path.drop_prob == pytest.approx(0.4)
+
+
+def test_paper_preset_has_the_reference_layer_norms_without_overrides() -> None:
+    """Every LayerNorm of the paper preset (ViT blocks and embedding norm, injectors,
+    extractors) uses PyTorch's default eps 1e-5, as the reference; the ViT is the reference's
+    pre-norm ViT-L/16 with LayerScale, no class token and no final norm."""
+    backbone = paper_backbone()
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 24 * 2 + 1 + 4 * 2 + 6 and {m.eps for m in norms} == {1e-5}
+    vit = backbone.vit.vit
+    assert (vit.num_prefix_tokens, vit.embed_dim, len(vit.blocks)) == (0, 1024, 24)
+    assert isinstance(vit.norm_pre, torch.nn.LayerNorm) and not vit.pos_embed.shape[1] % 196
+    assert not backbone.vit.pos_embed_antialias
 
 
 @pytest.mark.parametrize("size", [(512, 512), (480, 640)])
@@ -83,7 +97,7 @@ ABLATIONS = [
     {},
     {"dispatch": "sparse", "top_k": 1},
     {"dispatch": "fused"},
-    {"with_cp": True},
+    {"grad_checkpointing": True},
     {"use_experts": False},
     {"use_refiner": False},
     {"use_enhancer": False},
@@ -96,7 +110,9 @@ def test_every_trainable_parameter_gets_a_gradient(options: dict) -> None:
     """A plain sum of the pyramid reaches every trainable parameter (DDP without unused scan)."""
     torch.manual_seed(0)
     settings = {**SMALL, **options}
+    checkpointing = settings.pop("grad_checkpointing", False)
     backbone = WEFTBackbone(_tiny_vit(), **settings).train()
+    backbone.set_grad_checkpointing(checkpointing)
     with torch.no_grad():  # gamma != 0 so the injector's inner gradients are not all zero
         for stage in backbone.stages:
             if stage.injector is not None:
@@ -153,7 +169,8 @@ def test_reference_initialisation() -> None:
 
 
 def test_bf16_autocast_forward_backward() -> None:
-    backbone = WEFTBackbone(_tiny_vit(), with_cp=True, **SMALL).train()
+    backbone = WEFTBackbone(_tiny_vit(), **SMALL).train()
+    backbone.set_grad_checkpointing(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         features = backbone(torch.randn(2, 3, 64, 96))
     assert all(torch.isfinite(f).all() for f in features)
@@ -210,12 +227,13 @@ def test_plain_ddp_without_unused_parameter_search(tmp_path, dispatch: str) -> N
 
 @pytest.mark.parametrize("dispatch", ["dense", "fused"])
 def test_checkpointing_changes_neither_gradients_nor_running_statistics(dispatch: str) -> None:
-    """with_cp recomputes the frozen blocks, adapters and experts: same gradients, batch-norm
-    running statistics and routing statistics updated once per step, as without it."""
+    """Gradient checkpointing recomputes the frozen blocks, adapters and experts: same gradients,
+    batch-norm running statistics and routing statistics updated once per step, as without it."""
     results = []
     for with_cp in (False, True):
         torch.manual_seed(0)
-        backbone = WEFTBackbone(_tiny_vit(), dispatch=dispatch, with_cp=with_cp, **SMALL).train()
+        backbone = WEFTBackbone(_tiny_vit(), dispatch=dispatch, **SMALL).train()
+        backbone.set_grad_checkpointing(with_cp)
         with torch.no_grad():
             for stage in backbone.stages:
                 stage.injector.gamma.fill_(0.1)

@@ -78,8 +78,15 @@ class WEFTLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Every run gets a NaN guard, configurable as ``--nan_guard.action stop|skip``."""
         from weft_lightning.callbacks.nan_guard import NaNGuard
+        from weft_lightning.config_files import EXTENDS_KEY
 
         parser.add_lightning_class_args(NaNGuard, "nan_guard")
+        parser.add_argument(
+            f"--{EXTENDS_KEY}",
+            type=list[str] | None,
+            default=None,
+            help="config files this config stacks on (read before it, relative to it)",
+        )
 
     def before_fit(self) -> None:
         """``--ckpt_path last`` resumes from the newest last/SLURM checkpoint of earlier runs,
@@ -134,10 +141,12 @@ def exit_code(exit_: SystemExit) -> int:
 def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
     """The LightningCLI of ``weft`` (also used by tools that read configs)."""
     from weft_lightning.callbacks import LoggerSaveConfigCallback, RunSummary
+    from weft_lightning.config_files import expand_config_args
     from weft_lightning.data.datamodule import SegmentationDataModule
     from weft_lightning.module import WEFTModule
 
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within")
+    argv = expand_config_args(argv)
     return WEFTLightningCLI(
         model_class=WEFTModule,
         datamodule_class=SegmentationDataModule,
@@ -158,6 +167,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user causes (files, layouts, configs, checkpoints): one line, no traceback."""
     from weft_lightning.callbacks.nan_guard import NonFiniteLossError
     from weft_lightning.checkpoint import BackboneMismatchError
+    from weft_lightning.config_files import ConfigFileError
     from weft_lightning.data.catalog import LayoutError
     from weft_lightning.data.folder import DataFileError
     from weft_lightning.data.masks import MaskDecodeError
@@ -167,6 +177,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         NonFiniteLossError,
         BackboneMismatchError,
+        ConfigFileError,
         LayoutError,
         DataFileError,
         MaskDecodeError,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 
@@ -51,16 +53,30 @@ def parameter_report(segmentor: nn.Module) -> dict[str, Any]:
 def build_model(config: Sequence[str], overrides: Sequence[str]) -> nn.Module:
     """Instantiate the ``model`` of one or more config files (nothing is run).
 
-    A model-only config (e.g. ``configs/model/weft_l_paper.yaml``) is enough: a placeholder
-    datamodule is given first, and a ``data`` section in the configs replaces it.
+    A run config, a model-only config fragment, or a segmentor file (a ``class_path`` config of
+    a Segmentor, e.g. ``configs/model/weft_l_paper.yaml``) is enough: a placeholder datamodule
+    is given first, and a ``data`` section in the configs replaces it.
     """
     from weft_lightning.cli import build_cli
 
     args: list[str] = ["--data", "weft_lightning.data.datamodule.SegmentationDataModule"]
     for path in config:
-        args += ["--config", path]
+        args += _config_args(Path(path))
     cli = build_cli([*args, *overrides, "--trainer.logger", "false"], run=False)
     return cli.model
+
+
+def _config_args(path: Path) -> list[str]:
+    """``--config PATH`` for CLI configs; a segmentor file becomes the model's segmentor."""
+    content = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if isinstance(content, dict) and "class_path" in content:
+        return [
+            "--model",
+            "weft_lightning.module.WEFTModule",
+            "--model.init_args.segmentor",
+            str(path),
+        ]
+    return ["--config", str(path)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

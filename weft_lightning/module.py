@@ -6,15 +6,15 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from weft_lightning import checkpoint as ckpt
+from weft_lightning.inference import EvaluationProtocol, InferenceProtocol, predict_probability
 from weft_lightning.metrics import SODMetrics
 from weft_lightning.models.segmentor import Segmentor
 
-VAL_KEYS = ("sm", "mae", "em_adp", "fm_adp", "wfm", "iou")
+VAL_KEYS = ("sm", "mae", "em_adp", "fm_adp", "wfm", "iou", "miou")
 NO_DECAY_SUFFIXES = (
     "level_embed",
     "pos_embed",
@@ -35,21 +35,13 @@ def poly_warmup_factor(step: int, warmup_steps: int, total_steps: int, power: fl
     return (1.0 - progress) ** power
 
 
-def resize_to_originals(probs: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Resize each (1, h, w) probability map to its image's original (H, W)."""
-    return [
-        F.interpolate(p[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[
-            0, 0
-        ].clamp(0, 1)
-        for p, size in zip(probs, sizes, strict=True)
-    ]
-
-
 class WEFTModule(L.LightningModule):
     """Trains a :class:`Segmentor` with AdamW and poly decay, evaluates it with the field's metrics.
 
     Args:
         segmentor: the network (backbone + head).
+        protocol: how validation, test and prediction turn an image at its original size into
+            a probability map (views, windows, combination); see :mod:`weft_lightning.inference`.
         lr: peak learning rate.
         weight_decay: AdamW weight decay (not applied to biases, norms and embeddings).
         betas: AdamW betas.
@@ -61,6 +53,7 @@ class WEFTModule(L.LightningModule):
     def __init__(
         self,
         segmentor: Segmentor,
+        protocol: EvaluationProtocol = EvaluationProtocol(),
         lr: float = 5e-5,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -69,15 +62,29 @@ class WEFTModule(L.LightningModule):
         max_steps: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["segmentor"])
+        self.save_hyperparameters(ignore=["segmentor", "protocol"])
         self.segmentor = segmentor
+        self.protocol = protocol
         self.val_metrics = SODMetrics()
         self.test_metrics = nn.ModuleDict()
 
     # --------------------------------------------------------------- training
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Foreground probabilities (B, 1, H, W) at the input size."""
-        return self.segmentor.predict_proba(images)
+    def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Foreground probabilities (H, W) of normalised images (3, H, W) at their own size,
+        with the test protocol."""
+        return self.predict_maps(images, self.protocol.test)
+
+    @torch.no_grad()
+    def predict_maps(
+        self, images: list[torch.Tensor], protocol: InferenceProtocol
+    ) -> list[torch.Tensor]:
+        """One foreground probability map (H, W) per normalised image (3, H, W), each at its
+        image's size, computed with ``protocol``."""
+        segmentor = self.segmentor
+        return [
+            predict_probability(image, segmentor.scores, segmentor.probability, protocol)
+            for image in images
+        ]
 
     def on_fit_start(self) -> None:
         """Report total / trainable parameter counts on screen and to every logger."""
@@ -93,7 +100,7 @@ class WEFTModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.segmentor.loss(batch["image"], batch["mask"])
-        size = batch["image"].shape[0]
+        size = int(batch["image"].shape[0])
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in losses.items()},
             prog_bar=False,
@@ -103,18 +110,17 @@ class WEFTModule(L.LightningModule):
         return losses["loss"]
 
     # ------------------------------------------------------------- evaluation
-    def _original_size_probs(self, batch: dict[str, Any]) -> list[torch.Tensor]:
-        probs = self.segmentor.predict_proba(batch["image"])
-        return resize_to_originals(probs, batch["size"])
-
-    def _update(self, metrics: SODMetrics, batch: dict[str, Any]) -> list[torch.Tensor]:
-        probs = self._original_size_probs(batch)
+    def _update(
+        self, metrics: SODMetrics, batch: dict[str, Any], protocol: InferenceProtocol
+    ) -> list[torch.Tensor]:
+        probs = self.predict_maps(batch["image"], protocol)
         targets = [torch.as_tensor(gt, device=self.device) for gt in batch["gt"]]
         metrics.update(probs, targets)
         return probs
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._update(self.val_metrics, batch)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        probs = self._update(self.val_metrics, batch, self.protocol.validation)
+        return {"probs": probs}
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()
@@ -130,7 +136,7 @@ class WEFTModule(L.LightningModule):
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
         name = batch["dataset"][0]
-        probs = self._update(self.test_metrics[name], batch)
+        probs = self._update(self.test_metrics[name], batch, self.protocol.test)
         return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
 
     def on_test_epoch_end(self) -> None:
@@ -149,7 +155,7 @@ class WEFTModule(L.LightningModule):
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
-        probs = self._original_size_probs(batch)
+        probs = self.predict_maps(batch["image"], self.protocol.test)
         return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
 
     # ------------------------------------------------------------ checkpoints

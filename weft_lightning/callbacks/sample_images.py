@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,16 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from weft_lightning.callbacks.media import log_folder, save_png, wandb_loggers
+from weft_lightning.data.folder import read_image
 
 SEPARATOR = 4
-
-
-def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A normalised (3, H, W) tensor back to an (H, W, 3) uint8 picture."""
-    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    picture = image.detach().float().cpu() * std_t + mean_t
-    return (picture.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def gray_to_rgb(prob: torch.Tensor) -> np.ndarray:
@@ -68,15 +61,15 @@ class SampleImages(Callback):
         missing = self.num_images - len(self._panels)
         if trainer.sanity_checking or not trainer.is_global_zero or missing <= 0 or dataloader_idx:
             return
-        images, masks = batch["image"][:missing], batch["mask"][:missing]
-        with torch.no_grad():
-            probs = pl_module(images)
-        datamodule = getattr(trainer, "datamodule", None)
-        mean = getattr(datamodule, "mean", (0.485, 0.456, 0.406))
-        std = getattr(datamodule, "std", (0.229, 0.224, 0.225))
-        names = batch.get("name", [f"{batch_idx}_{i}" for i in range(len(images))])
-        for image, mask, prob, name in zip(images, masks, probs, names, strict=False):
-            picture = panel(denormalize(image, mean, std), gray_to_rgb(mask), gray_to_rgb(prob))
+        if not isinstance(outputs, dict) or "probs" not in outputs:
+            return
+        items = zip(batch["path"], batch["gt"], outputs["probs"], batch["name"], strict=True)
+        for path, truth, prob, name in list(items)[:missing]:
+            picture = panel(
+                read_image(Path(path)),
+                gray_to_rgb(torch.as_tensor(truth) / 255.0),
+                gray_to_rgb(prob),
+            )
             self._panels.append((str(name), picture))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -5,7 +5,10 @@ common conventions (``train/images`` + ``train/masks``, ``Imgs``/``GT``, ``Image
 ``test-images``/``test-labels``, ``image``/``mask``, ``DUTS-TR-Image``/``DUTS-TR-Mask``,
 ``Images/Train`` + ``GT/Train``, ...);
 ``locate`` finds a named dataset under a root and checks its file counts against the published
-ones; ``DOMAINS`` says what each domain trains and tests on.
+ones; ``DOMAINS`` says what each domain trains and tests on and with which training recipes.
+Normalisation statistics per dataset split (``DatasetInfo.stats``) are those of the WEFT
+reference's configs where it gives them (ORSSD, EORSSD, ORSI-4199: training and test splits
+differ), ImageNet's otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from weft_lightning.constants import IMAGENET_MEAN, IMAGENET_STD
+from weft_lightning.data.transforms import Augmentation
 
 __all__ = [
     "DATASETS",
@@ -22,7 +29,9 @@ __all__ = [
     "DatasetInfo",
     "DomainInfo",
     "LayoutError",
+    "Recipe",
     "SplitDirs",
+    "Stats",
     "count_files",
     "detect_layout",
     "domain_sets",
@@ -31,8 +40,6 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Folder-name tokens (lower case, split at '-', '_', spaces and camel-case humps).
 _SPLIT_TOKENS = {
@@ -75,49 +82,120 @@ class SplitDirs:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """Channel mean and std (RGB, 0-1 scale) that normalise a split's images."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_8bit(cls, mean: tuple[float, float, float], std: tuple[float, float, float]) -> Stats:
+        """Statistics given on the 0-255 scale, as mmseg configs write them."""
+        return cls(
+            tuple(m / 255 for m in mean),  # type: ignore[arg-type]
+            tuple(s / 255 for s in std),  # type: ignore[arg-type]
+        )
+
+
+IMAGENET = Stats()
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
-    """A published benchmark: its domain, folder names it ships under, and split sizes."""
+    """A published benchmark: its domain, folder names it ships under, split sizes and the
+    normalisation statistics of its splits."""
 
     name: str
     domain: str
     counts: dict[str, int]
     aliases: tuple[str, ...] = ()
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    stats: dict[str, Stats] = field(default_factory=dict)
 
     def names(self) -> set[str]:
         """Normalised folder names this dataset may be found under."""
         return {_key(n) for n in (self.name, *self.aliases)}
 
+    def split_stats(self, split: str) -> Stats:
+        """Statistics of ``split`` (``train``/``test``); ImageNet's when none are known."""
+        return self.stats.get(split, IMAGENET)
+
+
+Normalization = Literal["per_split", "training"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A domain's training recipe: the augmentation of training crops and which statistics
+    normalise evaluation images (``per_split``: each test set its own, as the WEFT reference
+    does; ``training``: the training set's everywhere)."""
+
+    augmentation: Augmentation
+    normalization: Normalization = "training"
+
 
 @dataclass(frozen=True)
 class DomainInfo:
-    """A domain's standard protocol: what it trains on and which test sets it reports."""
+    """A domain's standard protocol: what it trains on, which test sets it reports, and its
+    training recipes (the first one is the default)."""
 
     name: str
     train: tuple[tuple[str, str], ...]
     tests: tuple[tuple[str, str], ...]
+    recipes: dict[str, Recipe]
     combined_train: tuple[str, ...] = field(default=())
+
+    def recipe(self, name: str | None) -> Recipe:
+        """The recipe ``name`` (None: the domain's default); unknown names raise naming the key."""
+        if name is None:
+            return next(iter(self.recipes.values()))
+        if name not in self.recipes:
+            raise ValueError(
+                f"data.recipe={name!r} is not defined for the {self.name} domain; choose one of "
+                f"{', '.join(self.recipes)}."
+            )
+        return self.recipes[name]
 
 
 def _info(name: str, domain: str, counts: dict[str, int], *aliases: str) -> DatasetInfo:
     return DatasetInfo(name, domain, counts, aliases)
 
 
-# EORSSD's mean and std are measured over all pixels of its 1,400 training images (as
-# `weft data check` prints them); the others use the ImageNet statistics of their recipes.
+def _reference_stats(train: tuple, test: tuple) -> dict[str, Stats]:
+    """Training and test statistics as the WEFT reference's configs give them (0-255 scale)."""
+    return {"train": Stats.from_8bit(*train), "test": Stats.from_8bit(*test)}
+
+
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        _info("ORSSD", "orsi", {"train": 600, "test": 200}),
+        DatasetInfo(
+            "ORSSD",
+            "orsi",
+            {"train": 600, "test": 200},
+            stats=_reference_stats(
+                ((81.25, 87.39, 79.41), (62.30, 54.89, 49.18)),
+                ((83.62, 91.04, 82.90), (53.05, 48.69, 45.89)),
+            ),
+        ),
         DatasetInfo(
             "EORSSD",
             "orsi",
             {"train": 1400, "test": 600},
-            mean=(0.3503, 0.3802, 0.3601),
-            std=(0.2324, 0.1985, 0.1812),
+            stats=_reference_stats(
+                ((89.35, 96.94, 91.85), (59.27, 50.63, 46.23)),
+                ((93.46, 99.73, 94.31), (56.12, 46.93, 44.24)),
+            ),
         ),
-        _info("ORSI-4199", "orsi", {"train": 2000, "test": 2199}, "ORSI4199"),
+        DatasetInfo(
+            "ORSI-4199",
+            "orsi",
+            {"train": 2000, "test": 2199},
+            ("ORSI4199",),
+            stats=_reference_stats(
+                ((102.85, 107.51, 98.37), (55.99, 50.94, 51.75)),
+                ((109.07, 112.21, 105.93), (59.25, 54.51, 55.68)),
+            ),
+        ),
         _info("COD10K", "cod", {"train": 3040, "test": 2026}, "COD10K-v3", "COD10K-v2"),
         _info("CAMO", "cod", {"train": 1000, "test": 250}, "CAMO-V.1.0-CVIU2019", "CAMO-COCO"),
         _info("CHAMELEON", "cod", {"test": 76}),
@@ -137,16 +215,45 @@ DATASETS: dict[str, DatasetInfo] = {
     )
 }
 
+# The WEFT reference's ORSI training pipeline (mmseg): keep-ratio rescale of (2048, 512) by
+# 0.5-2.0, 512 crop with at most 75 % of one class, horizontal flip, photometric distortion;
+# evaluation images normalised with their own test set's statistics.
+ORSI_PAPER = Recipe(
+    Augmentation(crop_size=512, rescale="keep_ratio", cat_max_ratio=0.75, photometric=True),
+    normalization="per_split",
+)
+# The project's ORSI recipe: seen from above, any orientation is valid, so both flips and 90°
+# rotations, and colour jitter.
+ORSI_PROJECT = Recipe(
+    Augmentation(crop_size=512, vertical_flip=True, rotate90=True, color_jitter=0.2)
+)
+# Camouflaged and salient objects: natural photographs with gravity, horizontal flips only,
+# 384 px inputs (the fields' fixed-size protocol).
+PHOTO_384 = Recipe(Augmentation(crop_size=384, color_jitter=0.2))
+# Polyps: the endoscope has no up, so both flips and 90° rotations; mild colour jitter, as
+# colour carries diagnostic meaning; 352 px as in the PraNet protocol.
+POLYP_352 = Recipe(
+    Augmentation(
+        crop_size=352,
+        scale_range=(0.75, 1.25),
+        vertical_flip=True,
+        rotate90=True,
+        color_jitter=0.1,
+    )
+)
+
 DOMAINS: dict[str, DomainInfo] = {
     "orsi": DomainInfo(
         "orsi",
         train=(("EORSSD", "train"),),
         tests=(("EORSSD", "test"), ("ORSSD", "test"), ("ORSI-4199", "test")),
+        recipes={"paper": ORSI_PAPER, "project": ORSI_PROJECT},
     ),
     "cod": DomainInfo(
         "cod",
         train=(("COD10K", "train"), ("CAMO", "train")),
         tests=(("COD10K", "test"), ("CAMO", "test"), ("CHAMELEON", "test"), ("NC4K", "test")),
+        recipes={"project": PHOTO_384},
         combined_train=("COD-train",),
     ),
     "sod": DomainInfo(
@@ -159,6 +266,7 @@ DOMAINS: dict[str, DomainInfo] = {
             ("PASCAL-S", "test"),
             ("DUT-OMRON", "test"),
         ),
+        recipes={"project": PHOTO_384},
     ),
     "polyp": DomainInfo(
         "polyp",
@@ -170,6 +278,7 @@ DOMAINS: dict[str, DomainInfo] = {
             ("ETIS-LaribPolypDB", "test"),
             ("CVC-300", "test"),
         ),
+        recipes={"project": POLYP_352},
         combined_train=("Polyp-train",),
     ),
 }

@@ -1,45 +1,53 @@
-"""Lightning DataModules: generic folder data, the four domain presets, a synthetic dataset."""
+"""Lightning DataModules: generic folder data, one data module for the four domains (recipes
+from the catalog), and a generated dataset."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from weft_lightning.constants import IMAGENET_MEAN, IMAGENET_STD
 from weft_lightning.data.catalog import (
     DATASETS,
     DOMAINS,
     LayoutError,
+    Recipe,
     SplitDirs,
+    Stats,
     detect_layout,
     domain_sets,
     locate,
 )
 from weft_lightning.data.folder import PairedFolderDataset
-from weft_lightning.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    GPUAugmentation,
-    eval_transform,
-    train_transform,
-)
+from weft_lightning.data.gpu_augment import GPUAugmentation
+from weft_lightning.data.transforms import Augmentation, eval_transform, train_transform
 
 STACKED_KEYS = ("image", "mask")
+Domain = Literal["orsi", "cod", "sod", "polyp"]
+RecipeName = Literal["paper", "project"]
+Split = Literal["train", "test"]
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack network inputs; keep per-image originals (mask, name, size, path) as lists."""
+    """Training batches: images and masks stacked, the rest as lists."""
     batch: dict[str, Any] = {}
     for key in items[0]:
         values = [item[key] for item in items]
         batch[key] = torch.stack(values) if key in STACKED_KEYS else values
     return batch
+
+
+def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluation batches: every value a list, as images keep their original sizes."""
+    return {key: [item[key] for item in items] for key in items[0]}
 
 
 def as_split(folder: Path, prefer: str) -> SplitDirs:
@@ -58,12 +66,6 @@ def as_split(folder: Path, prefer: str) -> SplitDirs:
     )
 
 
-def split_dirs(folder: Path) -> tuple[Path, Path | None]:
-    """The image and mask folders of a split folder (any layout the catalog detects)."""
-    split = as_split(folder, "test")
-    return split.images, split.masks
-
-
 class SegmentationDataModule(L.LightningDataModule):
     """Binary segmentation data from folders of images and masks paired by stem.
 
@@ -71,6 +73,10 @@ class SegmentationDataModule(L.LightningDataModule):
     ``images/`` and ``masks/``, or any layout the catalog detects such as ``Imgs``/``GT`` or
     ``test-images``/``test-labels``), or the splits are given explicitly. Without a validation
     split the first test set is used for validation, as is customary in this field.
+
+    Training batches hold crops (``augmentation``); validation, test and prediction batches
+    hold each image at its original size, normalised, in lists: the model's test-time
+    protocol decides how to resize and window them.
 
     Args:
         root: dataset root with split folders.
@@ -80,22 +86,18 @@ class SegmentationDataModule(L.LightningDataModule):
         val_dir: explicit validation split folder.
         test_sets: explicit named test split folders ``{name: folder}``, added to ``root/test``.
         predict_dir: folder of images to predict (no masks needed).
-        crop_size: training crop size (pixels, multiple of 32).
-        eval_size: network input size at validation/test/predict time (multiple of 32).
+        augmentation: how training pairs become crops (crop size, rescale, flips, colour).
         batch_size: training batch size.
-        eval_batch_size: batch size for validation/test/predict.
+        eval_batch_size: images per validation/test/predict batch.
         num_workers: data-loading worker processes.
-        mean: per-channel normalisation mean (0-1 scale).
-        std: per-channel normalisation std (0-1 scale).
-        scale_range: random rescale range of the training images.
-        rotate90: random 90° rotations in training.
-        vertical_flip: random vertical flips in training.
-        color_jitter: colour-jitter strength in training (0 disables it).
+        mean: per-channel normalisation mean of training images (0-1 scale).
+        std: per-channel normalisation std of training images (0-1 scale).
+        eval_mean: normalisation mean of evaluation images; None takes ``mean``.
+        eval_std: normalisation std of evaluation images; None takes ``std``.
         resize_mismatched_masks: resize a mask whose size differs from its image (nearest, with a
             warning); by default such a pair is an error naming the mask.
         gpu_augmentation: run flips, rotations and colour jitter on the device with kornia (in
             ``on_after_batch_transfer``) instead of in the CPU workers.
-        rotation_degrees: free random rotation range (± degrees), GPU augmentation only.
     """
 
     def __init__(
@@ -106,46 +108,34 @@ class SegmentationDataModule(L.LightningDataModule):
         val_dir: str | None = None,
         test_sets: dict[str, str] | None = None,
         predict_dir: str | None = None,
-        crop_size: int = 512,
-        eval_size: int = 512,
+        augmentation: Augmentation = Augmentation(),
         batch_size: int = 4,
-        eval_batch_size: int = 4,
+        eval_batch_size: int = 1,
         num_workers: int = 2,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        rotate90: bool = True,
-        vertical_flip: bool = True,
-        color_jitter: float = 0.2,
+        eval_mean: Sequence[float] | None = None,
+        eval_std: Sequence[float] | None = None,
         resize_mismatched_masks: bool = False,
         gpu_augmentation: bool = False,
-        rotation_degrees: float = 0.0,
     ) -> None:
         super().__init__()
-        for label, size in (("crop_size", crop_size), ("eval_size", eval_size)):
-            if size % 32:
-                raise ValueError(f"data.{label}={size} must be a multiple of 32.")
-        if rotation_degrees and not gpu_augmentation:
-            raise ValueError("data.rotation_degrees needs data.gpu_augmentation=true.")
+        if augmentation.rotation_degrees and not gpu_augmentation:
+            raise ValueError("data.augmentation.rotation_degrees needs data.gpu_augmentation=true.")
         self.root = Path(root).expanduser() if root else None
         self.name = name
         self.train_dirs = [Path(p).expanduser() for p in train_dirs or []]
         self.val_dir = Path(val_dir).expanduser() if val_dir else None
         self.extra_test_sets = {k: Path(v).expanduser() for k, v in (test_sets or {}).items()}
         self.predict_dir = Path(predict_dir).expanduser() if predict_dir else None
-        self.crop_size, self.eval_size = crop_size, eval_size
+        self.augmentation = augmentation
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.mean, self.std = tuple(mean), tuple(std)
-        self.augment = {
-            "scale_range": tuple(scale_range),
-            "rotate90": rotate90,
-            "vertical_flip": vertical_flip,
-            "color_jitter": color_jitter,
-        }
+        self.eval_mean = tuple(eval_mean) if eval_mean is not None else None
+        self.eval_std = tuple(eval_std) if eval_std is not None else None
         self.resize_mismatched_masks = resize_mismatched_masks
         self.gpu_augmentation = gpu_augmentation
-        self.rotation_degrees = rotation_degrees
         self._gpu_augment: GPUAugmentation | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -189,6 +179,17 @@ class SegmentationDataModule(L.LightningDataModule):
         """Names of the test sets, in dataloader order."""
         return list(self.test_splits())
 
+    # ------------------------------------------------------------ normalisation
+    def train_stats(self) -> Stats:
+        """Normalisation of training images."""
+        return Stats(self.mean, self.std)  # type: ignore[arg-type]
+
+    def eval_stats(self, dataset: str | None) -> Stats:
+        """Normalisation of the evaluation images of test set ``dataset`` (None: predicted
+        images): ``eval_mean``/``eval_std`` when given, else the training statistics."""
+        return Stats(self.eval_mean or self.mean, self.eval_std or self.std)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- datasets
     def _dataset(self, split: SplitDirs, name: str, transform: Any, **kwargs: Any) -> Dataset:
         return PairedFolderDataset(
             split.images,
@@ -199,10 +200,11 @@ class SegmentationDataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def _eval_dataset(self, split: SplitDirs, name: str) -> Dataset:
+    def _eval_dataset(self, split: SplitDirs, name: str, stats_of: str | None) -> Dataset:
         if split.masks is None:
             raise FileNotFoundError(f"Test set {name} ({split.images}) has no mask folder.")
-        transform = eval_transform(self.eval_size, self.mean, self.std)
+        stats = self.eval_stats(stats_of)
+        transform = eval_transform(stats.mean, stats.std)
         return self._dataset(split, name, transform, keep_original=True)
 
     def setup(self, stage: str | None = None) -> None:
@@ -211,7 +213,7 @@ class SegmentationDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate"):
             self._setup_val()
         if stage in (None, "test"):
-            self.test_sets = {n: self._eval_dataset(s, n) for n, s in self.test_splits().items()}
+            self.test_sets = {n: self._eval_dataset(s, n, n) for n, s in self.test_splits().items()}
         if stage in (None, "predict"):
             self._setup_predict()
 
@@ -222,12 +224,9 @@ class SegmentationDataModule(L.LightningDataModule):
                 "No training data: set data.root to a folder with train/{images,masks} (or another "
                 "known layout) or give data.train_dirs."
             )
+        stats = self.train_stats()
         transform = train_transform(
-            self.crop_size,
-            self.mean,
-            self.std,
-            **self.augment,
-            geometric_on_gpu=self.gpu_augmentation,
+            self.augmentation, stats.mean, stats.std, on_gpu=self.gpu_augmentation
         )
         parts = []
         for name, split in splits.items():
@@ -239,12 +238,12 @@ class SegmentationDataModule(L.LightningDataModule):
     def _setup_val(self) -> None:
         split = self.val_split()
         if split is not None:
-            self.val_set = self._eval_dataset(split, "val")
+            self.val_set = self._eval_dataset(split, "val", None)
             return
         tests = self.test_splits()
         if tests:
             name, split = next(iter(tests.items()))
-            self.val_set = self._eval_dataset(split, name)
+            self.val_set = self._eval_dataset(split, name, name)
 
     def _setup_predict(self) -> None:
         if self.predict_dir is not None:
@@ -254,32 +253,33 @@ class SegmentationDataModule(L.LightningDataModule):
             if not tests:
                 raise ValueError("Nothing to predict: set data.predict_dir to a folder of images.")
             split = SplitDirs("predict", next(iter(tests.values())).images, None)
-        transform = eval_transform(self.eval_size, self.mean, self.std)
+        stats = self.eval_stats(None)
+        transform = eval_transform(stats.mean, stats.std)
         self.predict_set = PairedFolderDataset(
             split.images, None, transform, name=split.images.name
         )
 
     # ------------------------------------------------------------ dataloaders
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=collate if train else collate_eval,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
 
     def test_dataloader(self) -> list[DataLoader]:
         if not self.test_sets:
@@ -291,7 +291,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         assert self.predict_set is not None
-        return self._loader(self.predict_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.predict_set, self.eval_batch_size, train=False)
 
     # --------------------------------------------------------- device augmentation
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -300,46 +300,54 @@ class SegmentationDataModule(L.LightningDataModule):
         if not self.gpu_augmentation or trainer is None or not trainer.training:
             return batch
         if self._gpu_augment is None:
-            self._gpu_augment = GPUAugmentation(
-                self.mean,
-                self.std,
-                rotate90=self.augment["rotate90"],
-                vertical_flip=self.augment["vertical_flip"],
-                color_jitter=self.augment["color_jitter"],
-                rotation_degrees=self.rotation_degrees,
-            )
+            self._gpu_augment = GPUAugmentation(self.augmentation, self.mean, self.std)
         augment = self._gpu_augment.to(batch["image"].device)
         batch["image"], batch["mask"] = augment(batch["image"], batch["mask"])
         return batch
 
 
 class DomainDataModule(SegmentationDataModule):
-    """A domain's benchmarks found by name under ``root`` (see :mod:`weft_lightning.data.catalog`).
+    """A domain's benchmarks found by name under ``root``, trained with one of the domain's
+    recipes from the catalog (:data:`weft_lightning.data.catalog.DOMAINS`).
 
     ``root`` is a folder holding the datasets (``root/EORSSD``, ``root/TestDataset/CAMO``, ...)
     or one dataset folder itself. Training uses ``train_datasets`` (default: the domain's
     standard training set); testing uses ``test_datasets`` (default: every test set of the
     domain present under root), each logged under its own name. Explicit ``train_dirs`` and
-    ``test_sets`` still work. ``mean``/``std`` default to the first training dataset's.
+    ``test_sets`` still work.
+
+    The recipe gives the training augmentation and the normalisation: training images use the
+    first training dataset's training statistics; with a ``per_split`` recipe (the paper's ORSI
+    recipe) every test set is normalised with its own test statistics, as the WEFT reference
+    does, and predicted images with the training dataset's test statistics.
 
     Args:
         domain: ``orsi``, ``cod``, ``sod`` or ``polyp``.
         root: folder holding the datasets.
+        recipe: the domain's training recipe (ORSI: ``paper`` (default) or ``project``; the
+            other domains: ``project``); None takes the domain's default.
         train_datasets: catalog names of the training sets.
         test_datasets: catalog names of the test sets.
-        mean: normalisation mean; None takes the training dataset's.
-        std: normalisation std; None takes the training dataset's.
-        **kwargs: the :class:`SegmentationDataModule` options.
+        augmentation: replaces the recipe's augmentation when given.
+        crop_size: the training crop size, when it is not the recipe's.
+        mean, std: training normalisation; None takes the training dataset's statistics.
+        eval_mean, eval_std: evaluation normalisation of every split; None follows the recipe.
+        **kwargs: the other :class:`SegmentationDataModule` options.
     """
 
     def __init__(
         self,
-        domain: str,
+        domain: Domain,
         root: str | None = None,
+        recipe: RecipeName | None = None,
         train_datasets: list[str] | None = None,
         test_datasets: list[str] | None = None,
+        augmentation: Augmentation | None = None,
+        crop_size: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        eval_mean: Sequence[float] | None = None,
+        eval_std: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
         if domain not in DOMAINS:
@@ -349,43 +357,58 @@ class DomainDataModule(SegmentationDataModule):
                 raise ValueError(
                     f"data: unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}."
                 )
-        stats = DATASETS[(train_datasets or [DOMAINS[domain].train[0][0]])[0]]
+        self.recipe: Recipe = DOMAINS[domain].recipe(recipe)
+        self.training_dataset = (train_datasets or [DOMAINS[domain].train[0][0]])[0]
+        stats = DATASETS[self.training_dataset].split_stats("train")
+        augmentation = augmentation or self.recipe.augmentation
+        if crop_size is not None:
+            augmentation = replace(augmentation, crop_size=crop_size)
         super().__init__(
             root=root,
+            augmentation=augmentation,
             mean=stats.mean if mean is None else mean,
             std=stats.std if std is None else std,
+            eval_mean=eval_mean,
+            eval_std=eval_std,
             **kwargs,
         )
         self.domain = domain
         self.train_datasets = list(train_datasets) if train_datasets else None
         self.test_datasets = list(test_datasets) if test_datasets else None
-        self._resolved: tuple[dict[str, SplitDirs], dict[str, SplitDirs]] | None = None
+        self._resolved: dict[Split, dict[str, SplitDirs]] = {}
+        self._standard: tuple[dict[str, SplitDirs], dict[str, SplitDirs]] | None = None
+        self._layouts: dict[str, dict[str, SplitDirs]] = {}
 
-    def _resolve(self) -> tuple[dict[str, SplitDirs], dict[str, SplitDirs]]:
-        """Training and test splits under root, found once (count warnings appear once)."""
-        if self._resolved is None:
+    def eval_stats(self, dataset: str | None) -> Stats:
+        """``per_split`` recipes: the test statistics of ``dataset`` (predicted images: of the
+        training dataset) when the catalog knows it; otherwise the training statistics."""
+        if self.eval_mean is not None or self.recipe.normalization != "per_split":
+            return super().eval_stats(dataset)
+        info = DATASETS.get(dataset or self.training_dataset)
+        if info is None or "test" not in info.stats:
+            return super().eval_stats(dataset)
+        return info.stats["test"]
+
+    def _sets(self, side: Split) -> dict[str, SplitDirs]:
+        """The training or the test splits under root, found once per side (a side that is
+        not used, e.g. training in ``weft test``, is never looked up)."""
+        if side not in self._resolved:
+            names = self.train_datasets if side == "train" else self.test_datasets
             if self.root is None:
-                self._resolved = ({}, {})
-            elif self.train_datasets is None and self.test_datasets is None:
-                self._resolved = domain_sets(self.root, self.domain)
+                self._resolved[side] = {}
+            elif names is None:
+                if self._standard is None:  # count warnings appear once
+                    self._standard = domain_sets(self.root, self.domain)
+                self._resolved[side] = self._standard[0 if side == "train" else 1]
             else:
-                self._resolved = self._named_sets()
-        return self._resolved
+                self._resolved[side] = {n: self._split(n, side) for n in names}
+        return self._resolved[side]
 
-    def _named_sets(self) -> tuple[dict[str, SplitDirs], dict[str, SplitDirs]]:
-        """Splits of the datasets named in the config; the domain's standard ones otherwise."""
+    def _split(self, name: str, split: Split) -> SplitDirs:
         assert self.root is not None
-        named = dict.fromkeys([*(self.train_datasets or []), *(self.test_datasets or [])])
-        layouts = {n: locate(self.root, n) for n in named}
-        need_standard = self.train_datasets is None or self.test_datasets is None
-        train, tests = domain_sets(self.root, self.domain) if need_standard else ({}, {})
-        if self.train_datasets is not None:
-            train = {n: self._split(layouts[n], n, "train") for n in self.train_datasets}
-        if self.test_datasets is not None:
-            tests = {n: self._split(layouts[n], n, "test") for n in self.test_datasets}
-        return train, tests
-
-    def _split(self, layout: dict[str, SplitDirs], name: str, split: str) -> SplitDirs:
+        if name not in self._layouts:
+            self._layouts[name] = locate(self.root, name)
+        layout = self._layouts[name]
         if split not in layout:
             raise FileNotFoundError(
                 f"Dataset {name} under {self.root} has no {split} split (found: "
@@ -396,111 +419,26 @@ class DomainDataModule(SegmentationDataModule):
     def train_splits(self) -> dict[str, SplitDirs]:
         if self.train_dirs:
             return super().train_splits()
-        return self._resolve()[0]
+        return self._sets("train")
 
     def val_split(self) -> SplitDirs | None:
         return as_split(self.val_dir, "val") if self.val_dir is not None else None
 
     def test_splits(self) -> dict[str, SplitDirs]:
-        splits = dict(self._resolve()[1])
+        splits = dict(self._sets("test"))
         splits.update({n: as_split(f, "test") for n, f in self.extra_test_sets.items()})
         return splits
-
-
-class ORSIDataModule(DomainDataModule):
-    """Optical remote sensing (ORSSD, EORSSD, ORSI-4199): seen from above, any orientation is
-    valid, so both flips and 90° rotations are on; 512 px crops as in the WEFT recipe."""
-
-    def __init__(
-        self,
-        root: str | None = None,
-        train_datasets: list[str] | None = None,
-        test_datasets: list[str] | None = None,
-        crop_size: int = 512,
-        eval_size: int = 512,
-        rotate90: bool = True,
-        vertical_flip: bool = True,
-        color_jitter: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            "orsi", root, train_datasets, test_datasets, crop_size=crop_size, eval_size=eval_size,
-            rotate90=rotate90, vertical_flip=vertical_flip, color_jitter=color_jitter, **kwargs,
-        )  # fmt: skip
-
-
-class CODDataModule(DomainDataModule):
-    """Camouflaged objects (COD10K + CAMO training; COD10K, CAMO, CHAMELEON, NC4K tests):
-    natural photographs with gravity, so horizontal flips only; 384 px inputs."""
-
-    def __init__(
-        self,
-        root: str | None = None,
-        train_datasets: list[str] | None = None,
-        test_datasets: list[str] | None = None,
-        crop_size: int = 384,
-        eval_size: int = 384,
-        rotate90: bool = False,
-        vertical_flip: bool = False,
-        color_jitter: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            "cod", root, train_datasets, test_datasets, crop_size=crop_size, eval_size=eval_size,
-            rotate90=rotate90, vertical_flip=vertical_flip, color_jitter=color_jitter, **kwargs,
-        )  # fmt: skip
-
-
-class SODDataModule(DomainDataModule):
-    """Natural salient objects (DUTS-TR training; DUTS-TE, ECSSD, HKU-IS, PASCAL-S, DUT-OMRON
-    tests): upright photographs, so horizontal flips only; 384 px inputs."""
-
-    def __init__(
-        self,
-        root: str | None = None,
-        train_datasets: list[str] | None = None,
-        test_datasets: list[str] | None = None,
-        crop_size: int = 384,
-        eval_size: int = 384,
-        rotate90: bool = False,
-        vertical_flip: bool = False,
-        color_jitter: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            "sod", root, train_datasets, test_datasets, crop_size=crop_size, eval_size=eval_size,
-            rotate90=rotate90, vertical_flip=vertical_flip, color_jitter=color_jitter, **kwargs,
-        )  # fmt: skip
-
-
-class PolypDataModule(DomainDataModule):
-    """Colonoscopy polyps (Kvasir + ClinicDB training, the PraNet split; five test sets): the
-    endoscope has no up, so both flips and 90° rotations; mild colour jitter, since colour
-    carries diagnostic meaning; 352 px inputs as in the PraNet protocol."""
-
-    def __init__(
-        self,
-        root: str | None = None,
-        train_datasets: list[str] | None = None,
-        test_datasets: list[str] | None = None,
-        crop_size: int = 352,
-        eval_size: int = 352,
-        rotate90: bool = True,
-        vertical_flip: bool = True,
-        color_jitter: float = 0.1,
-        scale_range: tuple[float, float] = (0.75, 1.25),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            "polyp", root, train_datasets, test_datasets, crop_size=crop_size,
-            eval_size=eval_size, rotate90=rotate90, vertical_flip=vertical_flip,
-            color_jitter=color_jitter, scale_range=scale_range, **kwargs,
-        )  # fmt: skip
 
 
 def default_cache_dir() -> Path:
     """Where generated datasets are kept: ``$WEFT_CACHE_DIR`` or ``~/.cache/weft_lightning``."""
     return Path(os.environ.get("WEFT_CACHE_DIR", "~/.cache/weft_lightning")).expanduser()
+
+
+#: Crops of the generated 128 px scenes: seen from above, so flips and 90° rotations.
+SYNTHETIC_AUGMENTATION = Augmentation(
+    crop_size=128, scale_range=(0.75, 1.5), vertical_flip=True, rotate90=True, color_jitter=0.1
+)
 
 
 class SyntheticDataModule(SegmentationDataModule):
@@ -512,7 +450,10 @@ class SyntheticDataModule(SegmentationDataModule):
         image_size: side of the generated images.
         seed: generator seed; the same seed always gives the same dataset.
         cache_dir: where to write it (default :func:`default_cache_dir`).
-        **kwargs: the :class:`SegmentationDataModule` options (root and splits are set here).
+        augmentation: training crops (default: 128 px, flips, 90° rotations, mild jitter).
+        batch_size: training batch size.
+        **kwargs: every other :class:`SegmentationDataModule` option (root and name are set
+            here).
     """
 
     def __init__(
@@ -522,36 +463,21 @@ class SyntheticDataModule(SegmentationDataModule):
         image_size: int = 128,
         seed: int = 0,
         cache_dir: str | None = None,
-        crop_size: int = 128,
-        eval_size: int = 128,
+        augmentation: Augmentation = SYNTHETIC_AUGMENTATION,
         batch_size: int = 8,
-        eval_batch_size: int = 8,
-        num_workers: int = 2,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        scale_range: tuple[float, float] = (0.75, 1.5),
-        rotate90: bool = True,
-        vertical_flip: bool = True,
-        color_jitter: float = 0.1,
-        predict_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        for fixed in ("root", "name"):
+            if fixed in kwargs:
+                raise ValueError(f"data.{fixed} is set by SyntheticDataModule; remove it.")
         base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "synthetic"
         root = base / f"n{num_train}-{num_test}_s{image_size}_seed{seed}"
         super().__init__(
             root=str(root),
             name="synthetic",
-            predict_dir=predict_dir,
-            crop_size=crop_size,
-            eval_size=eval_size,
+            augmentation=augmentation,
             batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            mean=mean,
-            std=std,
-            scale_range=scale_range,
-            rotate90=rotate90,
-            vertical_flip=vertical_flip,
-            color_jitter=color_jitter,
+            **kwargs,
         )
         self.spec = {"num_train": num_train, "num_test": num_test, "size": image_size, "seed": seed}
 

@@ -126,17 +126,18 @@ def seed_transform(transform: Callable[..., Any]) -> None:
 class PairedFolderDataset(Dataset):
     """Images (and masks) from two folders, paired by file stem.
 
-    Each item is a dict with ``image`` (float tensor after ``transform``), ``mask`` (1, h, w)
-    float in {0, 1} (zeros when there is no mask), ``gt`` (the original 8-bit mask, 0/255, only
-    when ``keep_original`` is set), ``name`` (stem), ``path``, ``size`` (original (H, W)) and
-    ``dataset``.
+    Each item is a dict with ``image`` (float tensor after ``transform``), ``name`` (stem),
+    ``path``, ``size`` (original (H, W)) and ``dataset``; training items (masks given, no
+    ``keep_original``) add ``mask`` (1, h, w) float with 0 (background), 1 (foreground) and
+    :data:`~weft_lightning.constants.IGNORE_INDEX` (padding); evaluation items
+    (``keep_original``) add ``gt``, the original 8-bit mask (0/255) at the image's size.
 
     Args:
         image_dir: folder of images.
         mask_dir: folder of masks with the same stems; ``None`` for prediction-only data.
         transform: callable ``(image=np.ndarray, mask=np.ndarray) -> dict`` (albumentations).
         name: dataset name used in logs and output folders.
-        keep_original: also return the untransformed binary mask for full-resolution metrics.
+        keep_original: evaluation items: the untransformed mask as ``gt`` instead of ``mask``.
         resize_mismatched_masks: resize a mask whose size differs from its image (nearest, with
             a warning) instead of raising.
     """
@@ -164,23 +165,24 @@ class PairedFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
         image = read_image(pair.image)
+        mask = None
         if pair.mask is not None:
             mask = binarize(read_mask(pair.mask)).astype(np.uint8)
             mask = fit_mask(mask, image.shape, pair.mask, self.resize_mismatched_masks)
-        else:
-            mask = np.zeros(image.shape[:2], dtype=np.uint8)
         item: dict[str, Any] = {
             "name": pair.stem,
             "path": str(pair.image),
             "size": tuple(image.shape[:2]),
             "dataset": self.name,
         }
-        if self.keep_original:
+        if mask is not None and self.keep_original:
             item["gt"] = mask * 255
+            mask = None
         if self.transform is not None:
             seed_transform(self.transform)
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
+            out = self.transform(image=image, **({} if mask is None else {"mask": mask}))
+            image, mask = out["image"], out.get("mask")
         item["image"] = image
-        item["mask"] = mask.unsqueeze(0).float() if hasattr(mask, "unsqueeze") else mask
+        if mask is not None:
+            item["mask"] = torch.as_tensor(mask).unsqueeze(0).float()
         return item

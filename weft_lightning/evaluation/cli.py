@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="weft eval",
         description="Score saved prediction maps (8-bit PNGs) against ground-truth masks with\n"
         "the field's measures, identical to PySODMetrics: S-measure, MAE, E-/F-measures,\n"
-        "weighted F-measure, IoU, Dice, mIoU. Files pair by stem across extensions;\n"
-        "predictions of another size are resized to the mask's size (with a warning).",
+        "weighted F-measure, IoU, Dice; and mIoU, mDice, mFscore as mmseg's eval_metrics.\n"
+        "Files pair by stem across extensions; predictions of another size are resized to\n"
+        "the mask's size (with a warning).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -24,6 +24,8 @@ LABELS = {
     "iou": "IoU",
     "dice": "Dice",
     "miou": "mIoU",
+    "mdice": "mDice",
+    "mfscore": "mFscore",
 }
 LOWER_IS_BETTER = frozenset({"mae"})
 

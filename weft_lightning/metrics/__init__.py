@@ -7,7 +7,12 @@ Conventions (those of PySODMetrics 1.6.2 and Fan et al.'s MATLAB toolbox):
   8 bits; everything at the ground truth's original resolution, in float64;
 - E- and F-measure curves use q = floor(255 p) at 256 thresholds; ``*_mean`` / ``*_max`` are the
   mean / max of the image-averaged curve, ``*_adp`` use the threshold min(2 mean(p), 1);
-- IoU, Dice and mIoU binarise the (unstretched) 8-bit map at 128, i.e. p >= 0.5.
+- IoU, Dice, mIoU, mDice and mFscore binarise the (unstretched) 8-bit map at 128, i.e.
+  p >= 0.5; IoU and Dice are per-image means (0 for 0/0, as PySODMetrics), while mIoU, mDice and
+  mFscore follow mmsegmentation's ``eval_metrics`` on the classes background and foreground:
+  per-class intersection, prediction and label areas summed over the dataset, then IoU = I/U,
+  Dice = 2I/(P+L), Fscore (beta = 1) of precision I/P and recall I/L, 0/0 = NaN, and the
+  NaN-ignoring mean over the two classes.
 
 Speed comes from sharing one joint histogram per image between the measures and from an exact,
 band-limited weighted F-measure; see :mod:`weft_lightning.metrics.distance` for which path runs
@@ -24,7 +29,14 @@ from weft_lightning.metrics.measures import (
     SMeasure,
     WeightedFMeasure,
 )
-from weft_lightning.metrics.overlap import ForegroundDice, ForegroundIoU, TwoClassMIoU
+from weft_lightning.metrics.overlap import (
+    ForegroundDice,
+    ForegroundIoU,
+    TwoClassMDice,
+    TwoClassMFscore,
+    TwoClassMIoU,
+    TwoClassOverlap,
+)
 
 __all__ = [
     "CURVE_KEYS",
@@ -39,7 +51,10 @@ __all__ = [
     "SMeasure",
     "SODMeasure",
     "SODMetrics",
+    "TwoClassMDice",
+    "TwoClassMFscore",
     "TwoClassMIoU",
+    "TwoClassOverlap",
     "WeightedFMeasure",
     "prepare_maps",
     "quantize",

@@ -16,7 +16,7 @@ from weft_lightning.metrics.measures import (
     SMeasure,
     WeightedFMeasure,
 )
-from weft_lightning.metrics.overlap import ForegroundDice, ForegroundIoU, TwoClassMIoU
+from weft_lightning.metrics.overlap import ForegroundDice, ForegroundIoU, TwoClassOverlap
 
 __all__ = ["METRIC_KEYS", "SODMetrics"]
 
@@ -33,12 +33,14 @@ METRIC_KEYS = (
     "iou",
     "dice",
     "miou",
+    "mdice",
+    "mfscore",
 )
 CURVE_KEYS = ("em_curve", "fm_curve", "precision", "recall")
 
 
 class SODMetrics(Metric):
-    """S-measure, MAE, E-/F-measures, weighted F, IoU, Dice and mIoU of one test set.
+    """S-measure, MAE, E-/F-measures, weighted F, IoU, Dice, mIoU, mDice and mFscore of a test set.
 
     ``update(preds, target)`` takes what each measure takes (see :class:`SODMeasure`); typical
     use in a LightningModule: preds a list of (H0, W0) float probability tensors resized to each
@@ -46,7 +48,10 @@ class SODMetrics(Metric):
     The inputs are quantised, moved to the CPU and histogrammed once for all measures.
 
     ``compute()`` returns the flat dict of :data:`METRIC_KEYS` (float64 scalars); ``curves()``
-    the 256-point E-measure, F-measure, precision and recall curves. Each measure syncs its own
+    the 256-point E-measure, F-measure, precision and recall curves. ``iou`` / ``dice`` are
+    per-image means (PySODMetrics); ``miou`` / ``mdice`` / ``mfscore`` are mmseg's
+    ``eval_metrics`` over background and foreground with areas summed over the dataset, all
+    three from one confusion state (:class:`TwoClassOverlap`). Each measure syncs its own
     summed state under DDP. Keyword arguments (e.g. ``sync_on_compute``) go to every measure.
     """
 
@@ -65,7 +70,7 @@ class SODMetrics(Metric):
                 "wfm": WeightedFMeasure(**kwargs),
                 "iou": ForegroundIoU(**kwargs),
                 "dice": ForegroundDice(**kwargs),
-                "miou": TwoClassMIoU(**kwargs),
+                "two_class": TwoClassOverlap(**kwargs),
             }
         )
 
@@ -83,7 +88,8 @@ class SODMetrics(Metric):
         """Dataset values under the keys of :data:`METRIC_KEYS`."""
         m = self.measures
         em, fm = m["em"].compute(), m["fm"].compute()
-        values = {k: m[k].compute() for k in ("sm", "mae", "wfm", "iou", "dice", "miou")}
+        values = {k: m[k].compute() for k in ("sm", "mae", "wfm", "iou", "dice")}
+        values.update(m["two_class"].compute())
         values.update({k: v for k, v in {**em, **fm}.items() if k not in CURVE_KEYS})
         return {k: values[k] for k in METRIC_KEYS}
 

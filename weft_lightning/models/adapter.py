@@ -51,12 +51,20 @@ class EdgeAwareTokenRefiner(nn.Module):
         gate = torch.sigmoid(self.gate(a.mean(dim=(1, 2))[:, None].to(self.gate.weight.dtype)))
         return a + gate[:, :, None].to(a.dtype) * mixed
 
-    @staticmethod
     @torch.no_grad()
-    def _edge(a: torch.Tensor) -> torch.Tensor:
-        """(B, N, 1) edge score from the standardised per-token channel variance."""
+    def _edge(self, a: torch.Tensor) -> torch.Tensor:
+        """(B, N, 1) edge score from the standardised per-token channel variance.
+
+        In training the variance is standardised over the whole batch, as the reference does;
+        in evaluation over each image's own tokens (the reference tests one window at a time),
+        so that a prediction never depends on the other images of its batch.
+        """
         variance = a.float().var(dim=-1)
-        score = (variance - variance.mean()) / (variance.std() + 1e-6)
+        if self.training:
+            mean, std = variance.mean(), variance.std()
+        else:
+            mean, std = variance.mean(-1, keepdim=True), variance.std(-1, keepdim=True)
+        score = (variance - mean) / (std + 1e-6)
         return torch.sigmoid(score)[..., None].to(a.dtype)
 
 
@@ -70,7 +78,7 @@ class Injector(nn.Module):
         n_points: int = 4,
         n_levels: int = 3,
         deform_ratio: float = 0.5,
-        norm_eps: float = 1e-6,
+        norm_eps: float = 1e-5,
         use_refiner: bool = True,
         refiner_heads: int = 4,
         edge_strength: float = 0.5,
@@ -202,19 +210,23 @@ class Extractor(nn.Module):
 
 
 class InteractionStage(nn.Module):
-    """Injector -> frozen block group -> Extractor(s); ``with_cp`` checkpoints the adapters (the
-    block-group runner checkpoints the frozen blocks itself)."""
+    """Injector -> frozen block group -> Extractor(s); with gradient checkpointing on, each
+    adapter is recomputed in the backward pass (the block-group runner checkpoints the frozen
+    blocks itself)."""
 
     def __init__(
         self,
         injector: Injector | None,
         extractors: Sequence[Extractor],
-        with_cp: bool = False,
     ) -> None:
         super().__init__()
         self.injector = injector
         self.extractors = nn.ModuleList(extractors)
-        self.with_cp = with_cp
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each adapter in the backward pass instead of keeping its activations."""
+        self.grad_checkpointing = enable
 
     def forward(
         self,
@@ -234,9 +246,9 @@ class InteractionStage(nn.Module):
         return x, prefix, c
 
     def _run(self, module: nn.Module, *args: Any) -> Any:
-        """Call ``module``, through a checkpoint when ``with_cp`` and training. Each extractor
+        """Call ``module``, through a checkpoint when checkpointing and training. Each extractor
         has its own: one recomputation of several would hold all their activations at once."""
-        if self.with_cp and torch.is_grad_enabled():
+        if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint_once(module, *args, module=module)
         return module(*args)
 

@@ -2,7 +2,8 @@
 
 Uni-Perceiver (the paper's backbone) is a pre-norm ViT with LayerScale, qkv bias, no class
 token, a LayerNorm after the position embedding and no final norm. Its encoder maps one-to-one
-onto a timm ``VisionTransformer`` built with :data:`UNIPERCEIVER_TIMM_KWARGS`, except for three
+onto the timm ``VisionTransformer`` that ``configs/model/vit/uniperceiver_l16.yaml`` defines
+(the one place the platform states that ViT's options), except for three
 tensors that are all added to every patch token and are therefore folded into the position
 table: the spatial table, row 0 of the temporal table and the patch-projection bias (timm's
 pre-norm ViT has no projection bias). Bicubic resizing keeps a constant offset unchanged, so
@@ -23,20 +24,6 @@ from pathlib import Path
 import torch
 
 from weft_lightning.models.backbone import read_state_dict, strip_prefixes
-
-#: timm ``VisionTransformer`` options of the Uni-Perceiver encoder (give them as
-#: ``model_kwargs`` with ``vit_large_patch16_224``, plus ``norm_eps: 1e-5`` and
-#: ``pos_embed_antialias: false`` on FrozenViT). ``init_values`` only matters for random init.
-UNIPERCEIVER_TIMM_KWARGS: dict[str, object] = {
-    "class_token": False,
-    "global_pool": "",
-    "pre_norm": True,
-    "final_norm": False,
-    "init_values": 0.1,
-    "dynamic_img_size": True,
-}
-#: LayerNorm epsilon of the reference (PyTorch's default).
-UNIPERCEIVER_NORM_EPS = 1e-5
 
 _EMBED = "visual_embed."
 _EMBED_KEYS = {
@@ -138,14 +125,14 @@ def _listing(keys: Sequence[str], limit: int = 12) -> str:
 
 
 def timm_kwargs_for(converted: dict[str, torch.Tensor]) -> dict[str, object]:
-    """The ``model_kwargs`` (sizes + Uni-Perceiver options) that fit converted weights."""
+    """The sizes (width, depth, MLP ratio, patch, pretraining image size) of converted weights;
+    the model's other options come from its config."""
     dim = converted["pos_embed"].shape[-1]
     depth = 1 + max(int(k.split(".")[1]) for k in converted if k.startswith("blocks."))
     hidden = converted["blocks.0.mlp.fc1.weight"].shape[0]
     patch = converted["patch_embed.proj.weight"].shape[-1]
     grid = math.isqrt(converted["pos_embed"].shape[1])
     return {
-        **UNIPERCEIVER_TIMM_KWARGS,
         "embed_dim": dim,
         "depth": depth,
         "mlp_ratio": hidden / dim,
@@ -203,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     save_weights(weights, args.output, {"source": "uniperceiver", "timm_kwargs": repr(kwargs)})
     total = sum(v.numel() for v in weights.values())
     print(
-        f"wrote {args.output}: {len(weights)} tensors, {total / 1e6:.2f} M parameters.\n"
-        "Load it with FrozenViT(model_name='vit_large_patch16_224', "
-        f"checkpoint_path='{args.output}', norm_eps={UNIPERCEIVER_NORM_EPS}, "
-        f"pos_embed_antialias=False, model_kwargs={kwargs}) (num_heads: 16 for ViT-L)."
+        f"wrote {args.output}: {len(weights)} tensors, {total / 1e6:.2f} M parameters ({kwargs}).\n"
+        "Use it as checkpoint_path of the ViT of configs/model/vit/uniperceiver_l16.yaml, e.g. "
+        "stack configs/model/backbones/uniperceiver_l16.yaml on a paper run config."
     )
     return 0

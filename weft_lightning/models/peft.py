@@ -39,13 +39,17 @@ class PlainViTBackbone(nn.Module):
 
     Args:
         vit: the timm ViT split into block groups.
-        with_cp: gradient checkpointing of each block group (saves memory when the ViT trains).
     """
 
-    def __init__(self, vit: FrozenViT, with_cp: bool = False) -> None:
+    def __init__(self, vit: FrozenViT) -> None:
         super().__init__()
         self.vit = vit
-        self.with_cp = with_cp
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block group in the backward pass instead of keeping its activations
+        (saves memory when the ViT trains)."""
+        self.grad_checkpointing = enable
 
     @property
     def out_channels(self) -> list[int]:
@@ -57,7 +61,7 @@ class PlainViTBackbone(nn.Module):
         tokens, prefix, grid = self.vit.embed(images)
         maps = []
         for index in range(len(self.vit.group_slices)):
-            if self.with_cp and torch.is_grad_enabled():
+            if self.grad_checkpointing and torch.is_grad_enabled():
                 tokens, prefix = checkpoint(
                     self.run_group, index, tokens, prefix, use_reentrant=False
                 )
@@ -76,8 +80,8 @@ class PlainViTBackbone(nn.Module):
 class FrozenBackbone(PlainViTBackbone):
     """Linear-probing style baseline: the ViT stays frozen and only the head trains."""
 
-    def __init__(self, vit: FrozenViT, with_cp: bool = False) -> None:
-        super().__init__(vit, with_cp)
+    def __init__(self, vit: FrozenViT) -> None:
+        super().__init__(vit)
         vit.requires_grad_(False)
         vit.frozen = True
 
@@ -88,11 +92,11 @@ class FullFineTuning(PlainViTBackbone):
     The parameter of layer ``l`` (0 = embeddings, ``i + 1`` = block ``i``) gets the learning
     rate ``base_lr * layer_decay ** (num_blocks + 1 - l)``; parameters outside the ViT (none
     here, the head in the segmentor) keep ``base_lr``. The optimiser reads the factors from
-    :meth:`lr_scales` (or takes ready groups from :meth:`param_groups`).
+    :meth:`lr_scales`.
     """
 
-    def __init__(self, vit: FrozenViT, layer_decay: float = 0.9, with_cp: bool = False) -> None:
-        super().__init__(vit, with_cp)
+    def __init__(self, vit: FrozenViT, layer_decay: float = 0.9) -> None:
+        super().__init__(vit)
         vit.requires_grad_(True)
         vit.layer_lr_scales(layer_decay)  # validates layer_decay
         vit.frozen = False
@@ -101,28 +105,6 @@ class FullFineTuning(PlainViTBackbone):
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate factor of every trainable parameter, keyed by name in this backbone."""
         return {f"vit.{k}": v for k, v in self.vit.layer_lr_scales(self.layer_decay).items()}
-
-    def param_groups(self, base_lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups of this backbone: one per (LR factor, decay or not).
-
-        1-d parameters (norms, biases, LayerScale) and embeddings get no weight decay.
-        """
-        groups: dict[tuple[float, bool], dict[str, Any]] = {}
-        params = dict(self.named_parameters())
-        for name, scale in self.lr_scales().items():
-            param = params[name]
-            decay = param.ndim > 1 and not name.endswith(_NO_DECAY)
-            group = groups.setdefault(
-                (scale, decay),
-                {
-                    "params": [],
-                    "lr": base_lr * scale,
-                    "lr_scale": scale,
-                    "weight_decay": weight_decay if decay else 0.0,
-                },
-            )
-            group["params"].append(param)
-        return list(groups.values())
 
 
 class LoRALinear(nn.Linear):
@@ -182,7 +164,6 @@ class LoRABackbone(PlainViTBackbone):
         rank, alpha, dropout: LoRA rank ``r``, scale numerator (``alpha / r``; default
             ``alpha = r``) and input dropout of the low-rank path.
         targets: ``qkv`` (the fused qkv, or separate q/k/v projections) and/or ``proj``.
-        with_cp: gradient checkpointing of each block group.
     """
 
     def __init__(
@@ -192,9 +173,8 @@ class LoRABackbone(PlainViTBackbone):
         alpha: float | None = None,
         dropout: float = 0.0,
         targets: Sequence[str] = ("qkv", "proj"),
-        with_cp: bool = False,
     ) -> None:
-        super().__init__(vit, with_cp)
+        super().__init__(vit)
         unknown = set(targets) - {"qkv", "proj"}
         if unknown or not targets:
             raise ValueError(f"LoRA targets must be among 'qkv', 'proj'; got {list(targets)}.")
@@ -247,9 +227,8 @@ class VPTBackbone(PlainViTBackbone):
         vit: FrozenViT,
         num_prompts: int = 10,
         dropout: float = 0.0,
-        with_cp: bool = False,
     ) -> None:
-        super().__init__(vit, with_cp)
+        super().__init__(vit)
         if vit.family != "vit":
             raise ValueError(
                 f"VPT needs a timm VisionTransformer; {vit.model_name!r} is a {vit.family} model."
@@ -318,9 +297,8 @@ class AdaptFormerBackbone(PlainViTBackbone):
         vit: FrozenViT,
         bottleneck: int = 64,
         scale: float = 0.1,
-        with_cp: bool = False,
     ) -> None:
-        super().__init__(vit, with_cp)
+        super().__init__(vit)
         vit.requires_grad_(False)
         self.adapters = nn.ModuleList(
             BottleneckAdapter(vit.embed_dim, bottleneck, scale) for _ in range(vit.num_blocks)
@@ -344,7 +322,6 @@ class ViTAdapterBackbone(WEFTBackbone):
         ffn_ratio: float = 0.25,
         extra_extractors: int = 2,
         drop_path_rate: float | None = None,
-        with_cp: bool = False,
     ) -> None:
         super().__init__(
             vit,
@@ -355,7 +332,6 @@ class ViTAdapterBackbone(WEFTBackbone):
             ffn_ratio=ffn_ratio,
             extra_extractors=extra_extractors,
             drop_path_rate=drop_path_rate,
-            with_cp=with_cp,
             use_experts=False,
             use_refiner=False,
             use_enhancer=False,

@@ -45,8 +45,6 @@ class WEFTBackbone(nn.Module):
         enhancer_kernels: kernel sizes of the enhancer's multi-scale cascades.
         drop_path_rate: extractor stochastic depth; None takes the ViT's rate.
         injector_norm_eps, extractor_norm_eps: LayerNorm eps of the adapters.
-        with_cp: gradient checkpointing of the frozen blocks, the adapters, the expert branch and
-            the pyramid fusion.
         use_experts: False = plain conv spatial prior instead of the wavelet experts (ablation).
         use_refiner, use_enhancer, use_injector: ablation switches of the adapter parts.
     """
@@ -69,9 +67,8 @@ class WEFTBackbone(nn.Module):
         edge_strength: float = 0.5,
         enhancer_kernels: Sequence[int] = (3, 5, 7),
         drop_path_rate: float | None = None,
-        injector_norm_eps: float = 1e-6,
+        injector_norm_eps: float = 1e-5,
         extractor_norm_eps: float = 1e-5,
-        with_cp: bool = False,
         use_experts: bool = True,
         use_refiner: bool = True,
         use_enhancer: bool = True,
@@ -86,7 +83,7 @@ class WEFTBackbone(nn.Module):
             )
         dim = vit.embed_dim
         self.vit = vit
-        self.with_cp = with_cp
+        self.grad_checkpointing = False
         self.vit_layer_decay = vit_layer_decay
         vit.layer_lr_scales(vit_layer_decay)  # validates the decay
         rate = _vit_drop_path(vit) if drop_path_rate is None else drop_path_rate
@@ -99,7 +96,6 @@ class WEFTBackbone(nn.Module):
             balance_loss_weight=balance_loss_weight,
             wavelet=wavelet,
             use_experts=use_experts,
-            with_cp=with_cp,
         )
         injector_options = dict(
             num_heads=deform_heads,
@@ -125,7 +121,6 @@ class WEFTBackbone(nn.Module):
                 InteractionStage(
                     Injector(dim, **injector_options) if use_injector else None,
                     [Extractor(dim, **extractor_options) for _ in range(count)],
-                    with_cp,
                 )
             )
         self.norms = nn.ModuleList(nn.BatchNorm2d(dim) for _ in range(4))
@@ -139,6 +134,14 @@ class WEFTBackbone(nn.Module):
     def lr_scales(self) -> dict[str, float]:
         """Layer-wise LR factors of the ViT's parameters when it trains ({} while frozen)."""
         return {f"vit.{k}": v for k, v in self.vit.layer_lr_scales(self.vit_layer_decay).items()}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the frozen blocks (lean per-block backward), the adapters and the expert
+        branch in the backward pass instead of keeping their activations."""
+        self.grad_checkpointing = enable
+        self.spatial_prior.set_grad_checkpointing(enable)
+        for stage in self.stages:
+            stage.set_grad_checkpointing(enable)
 
     def trainable_modules(self) -> list[nn.Module]:
         """The WEFT parts (everything except the frozen ViT)."""
@@ -175,10 +178,11 @@ class WEFTBackbone(nn.Module):
         return c1, split_maps(c, c_shapes), stage_maps
 
     def _group_runner(self, index: int) -> GroupRunner:
-        """Block group ``index`` as a function of (tokens, prefix); checkpointed if ``with_cp``."""
+        """Block group ``index`` as a function of (tokens, prefix); checkpointed when gradient
+        checkpointing is on."""
 
         def run(tokens: torch.Tensor, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if self.with_cp and torch.is_grad_enabled():
+            if self.grad_checkpointing and torch.is_grad_enabled():
                 return self.vit.run_group_checkpointed(index, tokens, prefix)
             return self.vit.run_group(index, tokens, prefix)
 

@@ -14,20 +14,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from weft_lightning.models.heads.matcher import HungarianMatcher, Target
-from weft_lightning.models.heads.point_sampling import importance_points, point_sample
+from weft_lightning.models.heads.point_sampling import (
+    importance_points,
+    point_sample,
+    valid_weights,
+)
 
 Outputs = dict[str, torch.Tensor]
 
 
-def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """Binary cross-entropy averaged over points (N, P), summed over masks, divided by num_masks."""
+def sigmoid_ce_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_masks: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy averaged over points (N, P) (over the points of weight 1 when
+    ``weights`` are given), summed over masks, divided by num_masks."""
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return loss.mean(1).sum() / num_masks
+    if weights is None:
+        return loss.mean(1).sum() / num_masks
+    return ((loss * weights).sum(1) / weights.sum(1).clamp_min(1.0)).sum() / num_masks
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """Soft dice loss with +1 smoothing per mask (N, P), summed and divided by num_masks."""
+def dice_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_masks: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Soft dice loss with +1 smoothing per mask (N, P) (over the points of weight 1 when
+    ``weights`` are given), summed and divided by num_masks."""
     probs = logits.sigmoid()
+    if weights is not None:
+        probs, targets = probs * weights, targets * weights
     numerator = 2 * (probs * targets).sum(-1)
     denominator = probs.sum(-1) + targets.sum(-1)
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
@@ -127,17 +147,34 @@ class SetCriterion(nn.Module):
             zero = masks.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
         true = torch.cat([targets[i]["masks"][t] for i, (_, t) in enumerate(indices)])
+        ignored = _matched_ignored(targets, indices)
         pred = pred[:, None]
         with torch.no_grad():
             coords = importance_points(
-                pred, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+                pred, self.num_points, self.oversample_ratio, self.importance_sample_ratio, ignored
             )
             labels = point_sample(true[:, None].float(), coords)[:, 0]
+            weights = None if ignored is None else valid_weights(ignored, coords)
         point_logits = point_sample(pred, coords)[:, 0]
         return {
-            "loss_mask": sigmoid_ce_loss(point_logits, labels, num_masks),
-            "loss_dice": dice_loss(point_logits, labels, num_masks),
+            "loss_mask": sigmoid_ce_loss(point_logits, labels, num_masks, weights),
+            "loss_dice": dice_loss(point_logits, labels, num_masks, weights),
         }
+
+
+def _matched_ignored(
+    targets: list[Target], indices: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor | None:
+    """(N, 1, H, W) ignore maps of the matched segments, or None when no image has any."""
+    if all(t.get("ignored") is None for t in targets):
+        return None
+    maps = []
+    for image, (_, target_idx) in enumerate(indices):
+        ignored = targets[image].get("ignored")
+        if ignored is None:
+            ignored = targets[image]["masks"].new_zeros(targets[image]["masks"].shape[-2:])
+        maps.append(ignored[None, None].expand(len(target_idx), -1, -1, -1))
+    return torch.cat(maps)
 
 
 def _global_count(targets: list[Target], device: torch.device) -> float:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weft_lightning.constants import IGNORE_INDEX
+
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
     return nn.Sequential(
@@ -25,12 +27,24 @@ def box_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(x, (1, size), stride=1, padding=(0, pad))
 
 
-def structure_loss(logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Boundary-weighted BCE + weighted IoU (the usual loss of salient-object heads), in float32."""
+def structure_loss(
+    logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> dict[str, torch.Tensor]:
+    """Boundary-weighted BCE + weighted IoU (the usual loss of salient-object heads), in float32.
+
+    ``masks`` hold 0 (background), 1 (foreground) or ``ignore_index`` (padding): ignored pixels
+    weigh nothing, so neither their labels nor the predictions there change the loss.
+    """
     logits, masks = logits.float(), masks.float()
+    valid = masks != ignore_index
+    some_ignored = not bool(valid.all())
+    if some_ignored:
+        masks = masks * valid
     weight = 1 + 5 * torch.abs(box_filter(masks, 31) - masks)
+    if some_ignored:
+        weight = weight * valid
     bce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
-    wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+    wbce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3)).clamp_min(1e-6)
     probs = torch.sigmoid(logits)
     inter = (probs * masks * weight).sum(dim=(2, 3))
     union = ((probs + masks) * weight).sum(dim=(2, 3))
@@ -68,11 +82,17 @@ class FPNHead(nn.Module):
         return self.classifier(self.fuse(torch.cat(outs, dim=1)))
 
     def loss(self, outputs: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Structure loss of the upsampled logits against masks (B, 1, H, W) with ignore."""
         logits = F.interpolate(
             outputs.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
         )
         return structure_loss(logits, masks)
 
-    def predict(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def scores(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Foreground probability (B, 1, *size): the only score this head has."""
         logits = F.interpolate(outputs.float(), size=size, mode="bilinear", align_corners=False)
         return torch.sigmoid(logits)
+
+    def probability(self, scores: torch.Tensor) -> torch.Tensor:
+        """The (averaged) score is already the foreground probability."""
+        return scores.clamp(0, 1)

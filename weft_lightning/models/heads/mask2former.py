@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weft_lightning.constants import IGNORE_INDEX
 from weft_lightning.models.heads.criterion import SetCriterion
 from weft_lightning.models.heads.matcher import HungarianMatcher, Target
 from weft_lightning.models.heads.pixel_decoder import DeformPixelDecoder
@@ -121,15 +122,20 @@ class Mask2FormerHead(nn.Module):
 
     def targets(self, masks: torch.Tensor) -> list[Target]:
         """Background (label 0) and foreground (label ``num_classes - 1``) segments per image;
-        empty segments are dropped, so an all-background image has only the background one."""
+        empty segments are dropped, so an all-background image has only the background one.
+
+        Pixels equal to ``IGNORE_INDEX`` (padding) belong to no segment; an image that has any
+        also gets ``"ignored"`` (H, W) float, 1 there, so that matching and losses skip them.
+        """
         if masks.dim() != 4 or masks.shape[1] != 1:
             raise ValueError(f"masks must be (B, 1, H, W), got shape {tuple(masks.shape)}.")
-        foreground = masks[:, 0] > 0.5
         targets = []
-        for fg in foreground:
+        for mask in masks[:, 0]:
+            ignored = mask == IGNORE_INDEX
+            fg = (mask > 0.5) & ~ignored
             segments = [(self.foreground_class, fg)]
             if self.num_classes == 2:
-                segments.insert(0, (0, ~fg))
+                segments.insert(0, (0, ~fg & ~ignored))
             kept = [(label, seg) for label, seg in segments if seg.any()]
             labels = torch.tensor([label for label, _ in kept], dtype=torch.long, device=fg.device)
             stacked = (
@@ -137,23 +143,39 @@ class Mask2FormerHead(nn.Module):
                 if kept
                 else fg.new_zeros((0, *fg.shape), dtype=torch.float32)
             )
-            targets.append({"labels": labels, "masks": stacked})
+            target: Target = {"labels": labels, "masks": stacked}
+            if bool(ignored.any()):
+                target["ignored"] = ignored.float()
+            targets.append(target)
         return targets
 
-    def predict(self, outputs: dict, size: tuple[int, int]) -> torch.Tensor:
-        """Foreground probability (B, 1, *size) in [0, 1] from the last layer's predictions.
+    def scores(self, outputs: dict, size: tuple[int, int]) -> torch.Tensor:
+        """Class scores (B, num_classes, *size) of the last layer's predictions:
+        ``s_c = sum_q softmax(class_q)[c] * sigmoid(mask_q)`` (the reference's semantic
+        inference; the scores of a pixel need not sum to one).
 
-        Mask logits are resized before the sigmoid (sharper edges), one image at a time to
-        bound memory at large sizes.
+        Mask logits are resized to ``size`` before the sigmoid, one image at a time to bound
+        memory at large sizes.
         """
-        class_probs = outputs["pred_logits"].float().softmax(-1)[..., self.foreground_class]
+        class_probs = outputs["pred_logits"].float().softmax(-1)[..., : self.num_classes]
         maps = []
         for weights, masks in zip(class_probs, outputs["pred_masks"], strict=True):
             logits = F.interpolate(
                 masks[None].float(), size=tuple(size), mode="bilinear", align_corners=False
             )[0]
-            maps.append(torch.einsum("q,qhw->hw", weights, logits.sigmoid()))
-        return torch.stack(maps).clamp(0.0, 1.0).unsqueeze(1)
+            maps.append(torch.einsum("qc,qhw->chw", weights, logits.sigmoid()))
+        return torch.stack(maps)
+
+    def probability(self, scores: torch.Tensor) -> torch.Tensor:
+        """Foreground probability (B, 1, H, W) from (averaged, resized) class scores.
+
+        Two classes: the softmax over background and foreground, ``sigmoid(s_fg - s_bg)``, so
+        ``p > 0.5`` exactly where ``s_fg > s_bg`` (the reference's argmax); one class: the
+        foreground score itself, clipped to [0, 1].
+        """
+        if self.num_classes == 2:
+            return torch.sigmoid(scores[:, 1:2] - scores[:, 0:1])
+        return scores[:, -1:].clamp(0.0, 1.0)
 
 
 def _to_float(outputs: dict) -> dict:
