@@ -1,4 +1,4 @@
-# weft-lightning: install, test, demo, lint, bench.
+# weft-lightning: install, test, demo, lint (ruff + mypy), bench.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -32,6 +32,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy weft_lightning
 
 format: install
 	$(BIN)/ruff format .

@@ -10,7 +10,6 @@ the other mode is faster than the reference's dense dispatch).
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentParser, Namespace
 
 from weft_lightning.models.experts import ExpertMixture
 
@@ -41,7 +41,7 @@ def step(mixture: ExpertMixture, inputs: list[torch.Tensor], dtype: torch.dtype 
 
 
 def time_mode(
-    dispatch: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype | None
+    dispatch: str, args: Namespace, device: torch.device, dtype: torch.dtype | None
 ) -> dict[str, float]:
     torch.manual_seed(0)
     mixture = ExpertMixture(args.channels, KERNELS, args.top_k, dispatch).to(device).train()
@@ -75,8 +75,8 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None) -> Namespace:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=6, help="batch size (paper: 6 per GPU)")
     parser.add_argument("--size", type=int, default=512, help="input side in pixels")

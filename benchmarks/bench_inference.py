@@ -13,7 +13,6 @@ run last (``torch.compile`` of backbone and head), after every eager one.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -22,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import common
+from jsonargparse import ArgumentParser, Namespace
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None) -> Namespace:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(common.PRESETS), default="cpu-small")
     parser.add_argument("--config", help="model config replacing the preset's")
     parser.add_argument("--depth", type=int, help="ViT blocks (default: the preset's)")
@@ -71,7 +71,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def time_setting(
-    module: Any, images: Any, mode: str, precision: str, args: argparse.Namespace
+    module: Any, images: Any, mode: str, precision: str, args: Namespace
 ) -> dict[str, float]:
     """Median latency per call and images per second of one (mode, precision) setting."""
     import torch
@@ -115,7 +115,7 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure(args: Namespace) -> list[dict[str, Any]]:
     """Every requested (compile, mode, precision) setting on one model; eager ones first."""
     import torch
 

@@ -10,7 +10,6 @@ difference of every dataset-level value.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jsonargparse import ArgumentParser
 from scipy import ndimage
 
 from weft_lightning.metrics import SODMetrics
@@ -98,7 +98,7 @@ def interleaved(
 
 def main(argv: list[str] | None = None) -> int:
     """Run both suites and write the JSON report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=48, help="number of image pairs")
     parser.add_argument("--size", type=int, default=512, help="side of the square maps")
     parser.add_argument("--batch-size", type=int, default=8, help="images per update() call")

@@ -20,7 +20,6 @@ Writes a JSON and a markdown table with time and memory ratios to full fine-tuni
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import subprocess
@@ -32,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import common
+from jsonargparse import SUPPRESS, ActionYesNo, ArgumentParser, Namespace
 
 DEFAULT_METHODS = ("weft", "full", "frozen")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None) -> Namespace:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(common.PRESETS), default="cpu-small")
     parser.add_argument("--config", help="model config replacing the preset's (a WEFT model)")
     parser.add_argument("--depth", type=int, help="ViT blocks (default: the preset's)")
@@ -46,12 +46,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--method",
         action="append",
-        choices=sorted(common.METHOD_CONFIGS),
-        help=f"method to measure, repeatable (default: {', '.join(DEFAULT_METHODS)})",
+        help=f"method to measure, repeatable: {', '.join(sorted(common.METHOD_CONFIGS))} "
+        f"(default: {', '.join(DEFAULT_METHODS)})",
     )
     parser.add_argument(
         "--with-cp",
-        action=argparse.BooleanOptionalAction,
+        action=ActionYesNo(no_prefix="no-"),
         default=True,
         help="gradient checkpointing of WEFT's frozen block groups and of full fine-tuning's "
         "block groups (default: on)",
@@ -76,8 +76,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "median over rounds is reported, so that drifting machine speed hits all methods alike",
     )
     parser.add_argument("--out", type=Path, default=common.RESULTS / "train_step.json")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=SUPPRESS)
     args = parser.parse_args(argv)
     preset = common.PRESETS[args.preset]
     args.config = args.config or preset.config
@@ -87,6 +87,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(str(error))
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: use 1 or more.")
+    unknown = sorted(set(args.method or ()) - set(common.METHOD_CONFIGS))
+    if unknown:
+        parser.error(
+            f"--method {', '.join(unknown)}: use {', '.join(sorted(common.METHOD_CONFIGS))}."
+        )
     args.depth = args.depth if args.depth is not None else preset.depth
     args.size = args.size or preset.size
     if args.size % 32:
@@ -95,11 +100,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ worker (one method)
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: Namespace) -> dict[str, Any]:
     """Build one method, run warm-up and timed steps; times, memory and parameter counts."""
     import torch
 
-    from weft_lightning.info import parameter_report
+    from weft_lightning.models.introspection import parameter_report
 
     if args.threads:
         torch.set_num_threads(args.threads)

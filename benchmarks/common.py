@@ -87,7 +87,7 @@ def resolve_config(config: str) -> str:
 
 def build_module(configs: Sequence[str], overrides: Sequence[str]) -> Any:
     """The WEFTModule that ``weft fit`` would train with these configs (nothing runs)."""
-    from weft_lightning.info import build_model
+    from weft_lightning.api import build_model
 
     return build_model(configs, overrides)
 

@@ -1,10 +1,10 @@
-"""Shared fixtures: the read-only real data folder and small generated datasets."""
+"""Fixtures: the committed real pairs, the full EORSSD (skipped when absent), generated data.
+
+Helpers that tests import live in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 torch.set_num_threads(1)
 
@@ -54,27 +53,3 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "synthetic"
     generate_dataset(root, num_train=16, num_test=6, size=64, seed=3)
     return root
-
-
-def copy_pairs(source: Path, target: Path, count: int) -> Path:
-    """Copy the first ``count`` image/mask pairs of a split folder into ``target``."""
-    for sub in ("images", "masks"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
-    images = sorted((source / "images").iterdir())[:count]
-    masks = {p.stem: p for p in (source / "masks").iterdir()}
-    for image in images:
-        shutil.copy(image, target / "images" / image.name)
-        shutil.copy(masks[image.stem], target / "masks" / masks[image.stem].name)
-    return target
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the ATen ops that run inside the context."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))

@@ -10,8 +10,8 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from weft_lightning.cli import WEFTLightningCLI, build_cli
 from weft_lightning.config_files import expand_config_args
+from weft_lightning.lightning_cli import WEFTLightningCLI, build_cli
 
 REPO = Path(__file__).parents[1]
 ABLATIONS = sorted((REPO / "configs" / "ablation").glob("*.yaml"))

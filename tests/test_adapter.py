@@ -163,7 +163,7 @@ def test_stage_checkpointing_gives_same_outputs_and_gradients() -> None:
 def test_checkpointed_extractors_are_recomputed_one_at_a_time() -> None:
     """With gradient checkpointing each extractor is recomputed right before its own backward
     pass, so the activations of only one extractor are alive at a time (the stage's peak)."""
-    from weft_lightning.models.checkpointing import is_recomputing
+    from weft_lightning.models.grad_checkpointing import is_recomputing
 
     events: list[str] = []
     extractors = [Extractor(32) for _ in range(3)]

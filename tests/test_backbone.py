@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
-from weft_lightning.models.backbone import FrozenViT, map_to_tokens, tokens_to_map
+from weft_lightning.models.backbone import FrozenViT
+from weft_lightning.models.layers import map_to_tokens, tokens_to_map
 
 SMALL = {"embed_dim": 64, "depth": 4, "num_heads": 2}
 

@@ -41,7 +41,7 @@ def small_checkpoint(folder: Path, preset: Path) -> str | None:
     """A local file for presets that name one (the converted Uni-Perceiver weights)."""
     if not vit_args(preset).get("checkpoint_path"):
         return None
-    from test_convert import uniperceiver_state
+    from helpers import uniperceiver_state
 
     path = folder / "uniperceiver.safetensors"
     save_weights(convert_uniperceiver(uniperceiver_state(dim=64, depth=4)), path, {})
@@ -75,7 +75,7 @@ def test_preset_builds_and_gives_the_stride_pyramid(preset: Path, tmp_path: Path
 
 def build_weft(preset: Path, folder: Path) -> torch.nn.Module:
     """WEFT (small widths) with the preset's ViT, composed by the real LightningCLI config."""
-    from weft_lightning.info import build_model
+    from weft_lightning.api import build_model
 
     kwargs = {**(vit_args(preset).get("model_kwargs") or {}), **SMALL}
     overrides = [

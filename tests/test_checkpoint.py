@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import tiny_demo_args
 from torch import nn
 
 from weft_lightning.callbacks import ModelCheckpoint
@@ -23,25 +24,6 @@ from weft_lightning.cli import main
 
 REPO = Path(__file__).parents[1]
 VIT = "--model.init_args.segmentor.init_args.backbone.init_args.vit.init_args"
-
-
-def tiny_demo_args(tmp_path: Path) -> list[str]:
-    """The demo config shrunk to a few 64 px images and two training steps."""
-    return [
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--trainer.default_root_dir", str(tmp_path / "run"),
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2",
-        "--data.init_args.num_train", "8",
-        "--data.init_args.num_test", "4",
-        "--data.init_args.image_size", "64",
-        "--data.init_args.augmentation.crop_size", "64",
-        "--model.init_args.protocol.test.size", "64",
-        "--model.init_args.protocol.validation.size", "64",
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.cache_dir", str(tmp_path / "cache"),
-    ]  # fmt: skip
 
 
 def test_fingerprint_tracks_exact_values() -> None:

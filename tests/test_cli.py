@@ -3,55 +3,90 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import tiny_demo_args
 from PIL import Image
 
+import weft_lightning
 from weft_lightning.cli import main
 
 REPO = Path(__file__).parents[1]
 TOP_LEVEL_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml"))
 
 
-def tiny_demo_args(tmp_path: Path) -> list[str]:
-    """The demo config shrunk to a few 64 px images and one small step budget."""
-    return [
-        "--config",
-        str(REPO / "configs" / "demo.yaml"),
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--data.init_args.num_train",
-        "8",
-        "--data.init_args.num_test",
-        "4",
-        "--data.init_args.image_size",
-        "64",
-        "--data.init_args.augmentation.crop_size",
-        "64",
-        "--model.init_args.protocol.test.size",
-        "64",
-        "--model.init_args.protocol.validation.size",
-        "64",
-        "--data.init_args.batch_size",
-        "4",
-        "--data.init_args.num_workers",
-        "0",
-        "--data.init_args.cache_dir",
-        str(tmp_path / "cache"),
-    ]
+COMMANDS = [[], ["fit"], ["test"], ["synth"], ["eval"], ["data"], ["data", "check"], ["info"]]
+COMMANDS += [["convert"], ["convert", "uniperceiver"]]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["synth", "--help"]])
-def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 0
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(["weft", *c]))
+def test_every_command_answers_help_and_version(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == 0
     assert "usage" in capsys.readouterr().out.lower()
+    assert main([*command, "--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"weft-lightning {weft_lightning.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("--model.init_args.protocol.test.mode", "'whole', 'slide'"),
+        ("--model.init_args.protocol.validation.resize", "'short_side', 'fixed'"),
+        ("--model.init_args.segmentor.init_args.backbone.init_args.dispatch", "'dense', 'sparse'"),
+        ("--data.init_args.augmentation.rescale", "'keep_ratio', 'short_side'"),
+        ("--nan_guard.action", "'stop', 'skip'"),
+    ],
+)
+def test_a_bad_mode_fails_at_parse_time_naming_the_choices(
+    key: str, allowed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(REPO / "configs" / "demo.yaml")
+    assert main(["fit", "--config", config, key, "bogus", "--print_config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("weft: error:") and allowed in err and "bogus" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("--data.init_args.domain", "'orsi', 'cod', 'sod', 'polyp'"),
+        ("--data.init_args.recipe", "'paper', 'project'"),
+    ],
+)
+def test_a_bad_domain_or_recipe_fails_at_parse_time(
+    key: str, allowed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(REPO / "configs" / "orsi" / "eorssd.yaml")
+    assert main(["fit", "--config", config, key, "bogus", "--print_config"]) == 2
+    assert allowed in capsys.readouterr().err
+
+
+def readme_commands() -> list[list[str]]:
+    """The `weft fit|test|predict ...` lines of the README, with its shell variables filled."""
+    text = (REPO / "README.md").read_text()
+    variables = dict(re.findall(r"^\s*([A-Z]+)=(\S+)$", text, flags=re.MULTILINE))
+    commands = []
+    for line in re.findall(r"^\s*weft ((?:fit|test|validate|predict) .*)$", text, re.MULTILINE):
+        line = line.split("#")[0].split(">")[0]
+        for name, value in variables.items():
+            line = line.replace(f"${name}", value)
+        if "my_run.yaml" not in line:  # the user's own file, written by the line before
+            commands.append(line.split())
+    return commands
+
+
+@pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
+def test_every_readme_command_parses(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main([*command, "--print_config"]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("config", TOP_LEVEL_CONFIGS, ids=lambda p: p.name)

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEPTH, DIM, GRID, HEADS, uniperceiver_state
 
+from weft_lightning.cli.convert import main
 from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.convert import (
     CheckpointLayoutError,
     convert_uniperceiver,
-    main,
 )
 
-DIM, DEPTH, HEADS, GRID = 64, 4, 4, 14
 ROOT = Path(__file__).resolve().parents[1]
 UNIPERCEIVER = ROOT / "configs" / "model" / "vit" / "uniperceiver_l16.yaml"
 
@@ -27,46 +27,6 @@ def uniperceiver_args(**model_kwargs: object) -> dict:
     args = yaml.safe_load(UNIPERCEIVER.read_text())["init_args"]
     args["model_kwargs"] = {**args["model_kwargs"], **model_kwargs}
     return {**args, "pretrained": False, "checkpoint_path": None}
-
-
-def uniperceiver_state(
-    dim: int = DIM, depth: int = DEPTH, device: str = "cpu"
-) -> dict[str, torch.Tensor]:
-    """Random tensors with Uni-Perceiver's encoder key layout and shapes (``meta``: shapes only)."""
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int, scale: float = 0.1) -> torch.Tensor:
-        if device == "meta":
-            return torch.empty(*shape, device="meta")
-        return torch.randn(*shape, generator=g) * scale
-
-    state = {
-        "visual_embed.patch_embed.proj.weight": rand(dim, 3, 16, 16, scale=0.05),
-        "visual_embed.patch_embed.proj.bias": rand(dim),
-        "visual_embed.patch_embed.spatial_pos_embed.weight": rand(GRID * GRID, dim),
-        "visual_embed.patch_embed.temporal_pos_embed.weight": rand(8, dim),
-        "visual_embed.embeddings_norm.weight": 1 + rand(dim),
-        "visual_embed.embeddings_norm.bias": rand(dim),
-    }
-    for i in range(depth):
-        p = f"layers.{i}."
-        state |= {
-            p + "norm1.weight": 1 + rand(dim),
-            p + "norm1.bias": rand(dim),
-            p + "self_attn.in_proj.weight": rand(3 * dim, dim),
-            p + "self_attn.in_proj.bias": rand(3 * dim),
-            p + "self_attn.out_proj.weight": rand(dim, dim),
-            p + "self_attn.out_proj.bias": rand(dim),
-            p + "gamma_1": 0.5 + rand(dim),
-            p + "norm2.weight": 1 + rand(dim),
-            p + "norm2.bias": rand(dim),
-            p + "linear1.weight": rand(4 * dim, dim),
-            p + "linear1.bias": rand(4 * dim),
-            p + "linear2.weight": rand(dim, 4 * dim),
-            p + "linear2.bias": rand(dim),
-            p + "gamma_2": 0.5 + rand(dim),
-        }
-    return state
 
 
 def reference_forward(state: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -175,7 +135,7 @@ def test_ignore_prefix_drops_extra_parts() -> None:
 def test_cli_reports_bad_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.pth"
     torch.save({"layers.0.unknown": torch.zeros(1)}, bad)
-    assert main(["uniperceiver", str(bad), str(tmp_path / "out.safetensors")]) == 2
+    assert main(["uniperceiver", str(bad), str(tmp_path / "out.safetensors")]) == 1
     err = capsys.readouterr().err
     assert "layers.0.unknown" in err and "visual_embed.patch_embed.proj.weight" in err
     assert not (tmp_path / "out.safetensors").exists()
@@ -184,4 +144,4 @@ def test_cli_reports_bad_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     evil = tmp_path / "evil.pth"
     torch.save({"state_dict": uniperceiver_state(depth=1), "obj": Path("x")}, evil)
-    assert main(["uniperceiver", str(evil), str(tmp_path / "out.safetensors")]) == 2
+    assert main(["uniperceiver", str(evil), str(tmp_path / "out.safetensors")]) == 1

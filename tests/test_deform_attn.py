@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import OpCounter
+from helpers import OpCounter
 
 from weft_lightning.models.deform_attn import (
     MSDeformAttn,

@@ -20,7 +20,7 @@ from weft_lightning.cli import main as weft
 from weft_lightning.constants import IGNORE_INDEX
 from weft_lightning.data import Augmentation, DomainDataModule, SegmentationDataModule
 from weft_lightning.data.catalog import DATASETS
-from weft_lightning.data.folder import DataFileError
+from weft_lightning.data.dataset import DataFileError
 from weft_lightning.data.gpu_augment import GPUAugmentation
 from weft_lightning.data.synthetic import generate_sample
 

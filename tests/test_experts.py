@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
+from weft_lightning.models.expert_branch import WaveletExpertExtractor
 from weft_lightning.models.experts import ExpertMixture, WaveletExpert
-from weft_lightning.models.extractor import WaveletExpertExtractor
 from weft_lightning.models.wavelet import is_channels_last
 
 

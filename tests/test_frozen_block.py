@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from conftest import OpCounter
+from helpers import OpCounter
 
 from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.frozen_block import (

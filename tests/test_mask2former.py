@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import OpCounter
+from helpers import OpCounter
 from torch import nn
 
 from weft_lightning.constants import IGNORE_INDEX

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from weft_lightning.cli import main
-from weft_lightning.memory import activation_memory
 from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.heads.fpn import FPNHead
+from weft_lightning.models.memory import activation_memory
 from weft_lightning.models.segmentor import Segmentor
 from weft_lightning.models.weft import WEFTBackbone
 

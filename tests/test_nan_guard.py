@@ -8,10 +8,11 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from helpers import tiny_data_args
 from lightning.pytorch.callbacks import Callback
 
 from weft_lightning.callbacks import NaNGuard, NonFiniteLossError
-from weft_lightning.cli import build_cli
+from weft_lightning.lightning_cli import build_cli
 
 REPO = Path(__file__).parents[1]
 
@@ -51,15 +52,7 @@ def run(tmp_path: Path, action: str, corrupt: CorruptBatch) -> tuple[L.Trainer, 
         "--trainer.enable_checkpointing", "false",
         "--trainer.callbacks", "null",
         "--nan_guard.action", action,
-        "--data.init_args.num_train", "12",
-        "--data.init_args.num_test", "2",
-        "--data.init_args.image_size", "64",
-        "--data.init_args.augmentation.crop_size", "64",
-        "--model.init_args.protocol.test.size", "64",
-        "--model.init_args.protocol.validation.size", "64",
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        *tiny_data_args(tmp_path, 12, 2),
     ]  # fmt: skip
     cli = build_cli(args, run=False)
     cli.trainer.callbacks.append(corrupt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import copy_pairs
+from helpers import copy_pairs
 
 from weft_lightning.cli import main
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_data_args
 
 from weft_lightning.checkpoint import read_checkpoint
 
@@ -53,15 +54,7 @@ def fit_command(tmp_path: Path, root: Path) -> list[str]:
         "--trainer.max_epochs", str(EPOCHS),
         "--trainer.limit_train_batches", "3",
         "--trainer.limit_val_batches", "1",
-        "--data.init_args.num_train", "12",
-        "--data.init_args.num_test", "2",
-        "--data.init_args.image_size", "64",
-        "--data.init_args.augmentation.crop_size", "64",
-        "--model.init_args.protocol.test.size", "64",
-        "--model.init_args.protocol.validation.size", "64",
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        *tiny_data_args(tmp_path, 12, 2),
     ]  # fmt: skip
 
 

@@ -11,8 +11,8 @@ import yaml
 from jsonargparse import ArgumentParser
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from weft_lightning.cli import WEFTLightningCLI, build_cli
 from weft_lightning.config_files import expand_config_args
+from weft_lightning.lightning_cli import WEFTLightningCLI, build_cli
 
 REPO = Path(__file__).parents[1]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import wandb
+from helpers import tiny_data_args
 from wandb.proto import wandb_internal_pb2
 
 from weft_lightning.cli import main
@@ -85,19 +86,9 @@ def test_offline_wandb_run_has_config_metrics_and_media(
         "--trainer.default_root_dir", str(tmp_path / "runs"),
         "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "2",
-        "--trainer.callbacks+=weft_lightning.callbacks.SampleImages",
-        "--trainer.callbacks+=weft_lightning.callbacks.RoutingStats",
-        "--data.init_args.num_train", "8",
-        "--data.init_args.num_test", "4",
-        "--data.init_args.image_size", "64",
-        "--data.init_args.augmentation.crop_size", "64",
-        "--model.init_args.protocol.test.size", "64",
-        "--model.init_args.protocol.validation.size", "64",
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        *tiny_data_args(tmp_path, 8, 4),
     ]  # fmt: skip
-    assert main(["fit", *args]) == 0
+    assert main(["fit", *args]) == 0  # the logger config brings the panel and routing callbacks
     assert main(["test", *args, "--ckpt_path", "last"]) == 0
     wandb.teardown()  # what the end of a `weft` process does: finish runs, flush their files
     # in one process the test stage logs into the same (still open) W&B run

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from weft_lightning.models.backbone import FrozenViT, tokens_to_map
+from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.deform_attn import MSDeformAttn
 from weft_lightning.models.experts import ExpertMixture
+from weft_lightning.models.layers import tokens_to_map
 from weft_lightning.models.weft import WEFTBackbone
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "model" / "weft_l_paper.yaml"
@@ -27,7 +28,7 @@ def _trainable(module: torch.nn.Module) -> int:
 
 def paper_backbone() -> WEFTBackbone:
     """The paper preset's backbone as its config builds it (on ``meta``: no memory)."""
-    from weft_lightning.info import build_model
+    from weft_lightning.api import build_model
 
     with torch.device("meta"):
         return build_model([str(PAPER)], []).segmentor.backbone

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -131,7 +130,9 @@ def restore_checkpoint(module: nn.Module, checkpoint: dict[str, Any], source: st
 
 def collect_rng_states() -> dict[str, Any]:
     """RNG states of torch (CPU and CUDA), numpy and Python's ``random``."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # legacy=True (the default) returns the tuple; numpy's stubs pick the dict overload
+    legacy = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    kind, keys, position, has_gauss, gauss = legacy
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         # plain types and tensors only, so that weights-only loading accepts the checkpoint
@@ -177,16 +178,6 @@ def stored_config(path: str | Path) -> str:
             "build the model from its config file instead."
         )
     return str(config)
-
-
-def trainable_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The state dict a checkpoint stores (trainable weights and buffers for WEFT checkpoints)."""
-    return dict(checkpoint.get("state_dict", {}))
-
-
-def state_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Total bytes of the given tensors."""
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def resume_checkpoint(root: str | Path) -> Path | None:

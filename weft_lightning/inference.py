@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from weft_lightning.constants import SIZE_MULTIPLE
 from weft_lightning.data.augment import keep_ratio_size
+from weft_lightning.models.layers import resize_bilinear
 
 __all__ = [
     "EvaluationProtocol",
@@ -94,6 +94,7 @@ class InferenceProtocol:
     def view_size(self, height: int, width: int, ratio: float) -> tuple[int, int]:
         """(H, W) of the view at ``ratio`` of an ``height`` x ``width`` image."""
         side = int(self.size * ratio)
+        size: tuple[int, ...]
         if self.resize == "fixed":
             size = (side, side)
         else:
@@ -171,7 +172,7 @@ def predict_probability(
     totals, counts = _view_scores(image, views, scores, protocol)
     result = image.new_zeros((height, width), dtype=torch.float32)
     for view, total, count in zip(views, totals, counts, strict=True):
-        view_scores = _resize(total / count, (height, width))
+        view_scores = resize_bilinear(total / count, (height, width))
         prob = probability(view_scores)[0, 0].float()
         result += prob.flip(-1) if view.flip else prob
     return (result / len(views)).clamp_(0, 1)
@@ -183,7 +184,7 @@ def _view_scores(
     """Per view: the sum of window scores and the window count per pixel."""
     inputs = []
     for view in views:
-        resized = _resize(image[None].float(), view.size)
+        resized = resize_bilinear(image[None].float(), view.size)
         inputs.append(resized.flip(-1) if view.flip else resized)
     totals: list[torch.Tensor | None] = [None] * len(views)
     counts = [image.new_zeros((1, 1, *view.size), dtype=torch.float32) for view in views]
@@ -210,13 +211,6 @@ def _crop_groups(
     for crops in by_size.values():
         for start in range(0, len(crops), protocol.batch):
             yield crops[start : start + protocol.batch]
-
-
-def _resize(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (half-pixel centres, no antialiasing, as OpenCV's INTER_LINEAR)."""
-    if tuple(tensor.shape[-2:]) == tuple(size):
-        return tensor
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
 
 
 def _round_up(side: int) -> int:

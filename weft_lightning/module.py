@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from weft_lightning import checkpoint as ckpt
 from weft_lightning.inference import EvaluationProtocol, InferenceProtocol, predict_probability
 from weft_lightning.metrics import SODMetrics
+from weft_lightning.models.contracts import HasLRScales
+from weft_lightning.models.introspection import parameter_report
 from weft_lightning.models.segmentor import Segmentor
 
 VAL_KEYS = ("sm", "mae", "em_adp", "fm_adp", "wfm", "iou", "miou")
@@ -88,8 +93,6 @@ class WEFTModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Report total / trainable parameter counts on screen and to every logger."""
-        from weft_lightning.info import parameter_report
-
         report = parameter_report(self.segmentor)
         rank_zero_info(
             f"Parameters: {report['total_params']:,} total, {report['trainable_params']:,} "
@@ -129,21 +132,22 @@ class WEFTModule(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_start(self) -> None:
-        names = getattr(self.trainer.datamodule, "test_names", None) or ["test"]
+        # Lightning sets Trainer.datamodule at run time; the Trainer class does not declare it
+        names = getattr(self.trainer.datamodule, "test_names", None) or ["test"]  # type: ignore[attr-defined]
         self.test_metrics = nn.ModuleDict({n: SODMetrics() for n in names}).to(self.device)
 
     def test_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
         name = batch["dataset"][0]
-        probs = self._update(self.test_metrics[name], batch, self.protocol.test)
+        probs = self._update(cast(SODMetrics, self.test_metrics[name]), batch, self.protocol.test)
         return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
 
     def on_test_epoch_end(self) -> None:
         from weft_lightning.evaluation import format_table
 
         table: dict[str, dict[str, float]] = {}
-        for name, metrics in self.test_metrics.items():
+        for name, metrics in cast("Mapping[str, SODMetrics]", self.test_metrics).items():
             results = {k: float(v) for k, v in metrics.compute().items()}
             self.log_dict({f"test/{name}/{k}": v for k, v in results.items()})
             table[name] = results
@@ -180,9 +184,11 @@ class WEFTModule(L.LightningModule):
         Biases, norms and embeddings get no weight decay. A backbone with ``lr_scales()``
         (full fine-tuning's layer-wise LR decay) scales the LR of its parameters.
         """
-        hp = self.hparams
-        scales_of = getattr(self.segmentor.backbone, "lr_scales", None)
-        scales = {f"backbone.{k}": v for k, v in scales_of().items()} if callable(scales_of) else {}
+        hp = cast(AttributeDict, self.hparams)  # save_hyperparameters stores an AttributeDict
+        backbone = self.segmentor.backbone
+        scales = {}
+        if isinstance(backbone, HasLRScales):
+            scales = {f"backbone.{k}": v for k, v in backbone.lr_scales().items()}
         groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, param in self.segmentor.named_parameters():
             if not param.requires_grad:
@@ -199,8 +205,8 @@ class WEFTModule(L.LightningModule):
             for (scale, decay), params in sorted(groups.items(), key=lambda kv: kv[0])
         ]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        hp = cast(AttributeDict, self.hparams)  # save_hyperparameters stores an AttributeDict
         optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=tuple(hp.betas))
         total = hp.max_steps or int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-ACTIONS = ("stop", "skip")
+Action = Literal["stop", "skip"]
+ACTIONS: tuple[str, ...] = get_args(Action)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,7 +33,7 @@ class NaNGuard(Callback):
         max_consecutive_skips: with ``skip``, stop anyway after this many bad batches in a row.
     """
 
-    def __init__(self, action: str = "stop", max_consecutive_skips: int = 10) -> None:
+    def __init__(self, action: Action = "stop", max_consecutive_skips: int = 10) -> None:
         if action not in ACTIONS:
             raise ValueError(f"NaNGuard action must be one of {ACTIONS}, got {action!r}.")
         if max_consecutive_skips < 1:

@@ -73,6 +73,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def _report(self) -> None:
         if self.written:
+            assert self.output_dir is not None  # set before the first map was written
             rank_zero_info(
                 f"Wrote {self.written} prediction maps under {self.output_dir.resolve()}"
             )

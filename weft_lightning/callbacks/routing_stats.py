@@ -9,9 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import nn
 
 from weft_lightning.callbacks.media import log_folder, wandb_loggers
+from weft_lightning.models.contracts import HasRoutingStats
 
 KEY = re.compile(
     r"^(?:(?P<scale>.+)/)?expert(?P<index>\d+)_k(?P<kernel>\d+)/(?P<stat>chosen|weight)$"
@@ -19,13 +19,13 @@ KEY = re.compile(
 COLUMNS = ["phase", "scale", "expert", "kernel", "chosen", "weight"]
 
 
-def find_router_owner(pl_module: L.LightningModule) -> nn.Module | None:
+def find_router_owner(pl_module: L.LightningModule) -> HasRoutingStats | None:
     """The backbone (or first sub-module) that exposes ``routing_stats()``."""
     backbone = getattr(getattr(pl_module, "segmentor", None), "backbone", None)
     candidates = [backbone] if backbone is not None else []
     candidates += list(pl_module.modules())
     for module in candidates:
-        if callable(getattr(module, "routing_stats", None)):
+        if isinstance(module, HasRoutingStats):
             return module
     return None
 

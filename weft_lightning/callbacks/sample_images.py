@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from weft_lightning.callbacks.media import log_folder, save_png, wandb_loggers
-from weft_lightning.data.folder import read_image
+from weft_lightning.data.dataset import read_image
 
 SEPARATOR = 4
 

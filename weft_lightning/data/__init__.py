@@ -6,7 +6,7 @@ from weft_lightning.data.datamodule import (
     SegmentationDataModule,
     SyntheticDataModule,
 )
-from weft_lightning.data.folder import PairedFolderDataset
+from weft_lightning.data.dataset import PairedFolderDataset
 from weft_lightning.data.transforms import Augmentation
 
 __all__ = [

@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from weft_lightning.constants import IMAGENET_MEAN, IMAGENET_STD
 from weft_lightning.data.transforms import Augmentation
@@ -347,7 +347,10 @@ def _split_inside(pair: SplitDirs) -> list[SplitDirs]:
     if not splits:
         return [pair]
     masks = {_role(d.name)[1]: d for d in _subdirs(pair.masks)} if pair.masks else {}
-    return [SplitDirs(split, images, masks.get(split)) for split, images in splits.items()]
+    # the keys are the non-empty splits kept by the filter above
+    return [
+        SplitDirs(cast(str, split), images, masks.get(split)) for split, images in splits.items()
+    ]
 
 
 def _ambiguous(folder: Path, candidates: list[Path]) -> str:

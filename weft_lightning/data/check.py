@@ -1,4 +1,4 @@
-"""``weft data check``: decode every file of a dataset and report what training would trip on.
+"""Dataset check (`weft data check`): decode every file and report what training trips on.
 
 Problems (exit status 1): unreadable or truncated files, images without masks, masks without
 images, image/mask size mismatches, non-image files, two files with the same stem, empty or
@@ -10,14 +10,11 @@ to put in a config.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,7 @@ from weft_lightning.data.catalog import (
 )
 from weft_lightning.data.masks import FOREGROUND_THRESHOLD, MaskDecodeError, mask_to_u8
 
-__all__ = ["Finding", "Report", "SplitReport", "check_dataset", "format_report", "main"]
+__all__ = ["Finding", "Report", "SplitReport", "check_dataset", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -214,6 +211,7 @@ def check_split(split: SplitDirs, pool: ThreadPoolExecutor) -> SplitReport:
     report.num_images, report.num_masks = len(images), len(masks)
     image_info = dict(zip(images, pool.map(_inspect_image, images.values()), strict=True))
     mask_info = dict(zip(masks, pool.map(_inspect_mask, masks.values()), strict=True))
+    modes: Counter[str]
     sizes, fractions, hist, modes = [], [], np.zeros(768, np.int64), Counter()
     for info in image_info.values():
         if "finding" in info:
@@ -297,6 +295,7 @@ def check_dataset(
     image/mask folder pair."""
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     start = time.perf_counter()
+    splits: list[tuple[str | None, SplitDirs]]
     if images is not None:
         report = Report(str(images), None, workers=workers)
         splits = [(None, SplitDirs("custom", Path(images), Path(masks) if masks else None))]
@@ -304,8 +303,13 @@ def check_dataset(
         root = Path(str(root))
         report = Report(str(root), _identify(root), workers=workers)
         splits = _root_splits(root, report)
-    with ThreadPoolExecutor(workers) as pool:
-        report.splits = [check_split(split, pool) for _, split in splits]
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must be found, never padded
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            report.splits = [check_split(split, pool) for _, split in splits]
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
     if root is not None:
         report.findings += _count_findings(Path(root), splits)
     report.seconds = time.perf_counter() - start
@@ -373,49 +377,3 @@ def format_report(report: Report, max_list: int | None = 20) -> str:
         f"({report.workers} threads); exit status {0 if report.ok else 1}"
     )
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weft data", description="Dataset tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser(
-        "check",
-        help="decode every file of a dataset and report problems",
-        description="Decode every image and mask, print counts, sizes, foreground statistics "
-        "and every problem with its file. Exit status 0 when clean (warnings allowed), 1 when "
-        "any problem is found.",
-    )
-    check.add_argument("root", nargs="?", type=Path, help="dataset folder (layout detected)")
-    check.add_argument("--images", type=Path, help="image folder (instead of ROOT)")
-    check.add_argument("--masks", type=Path, help="mask folder paired with --images")
-    check.add_argument("--workers", type=int, default=None, help="decoding threads")
-    check.add_argument(
-        "--max-list", type=int, default=20, help="warnings listed per kind (0: all; default 20)"
-    )
-    check.add_argument("--json", type=Path, help="also write the report as JSON to this file")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``weft data``; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if (args.root is None) == (args.images is None):
-        parser.error("give either ROOT or --images DIR [--masks DIR]")
-    if args.masks is not None and args.images is None:
-        parser.error("--masks needs --images")
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must be found, never padded
-    try:
-        report = check_dataset(args.root, args.images, args.masks, args.workers)
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    print(format_report(report, args.max_list or None))
-    if args.json is not None:
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -26,7 +26,7 @@ from weft_lightning.data.catalog import (
     domain_sets,
     locate,
 )
-from weft_lightning.data.folder import PairedFolderDataset
+from weft_lightning.data.dataset import PairedFolderDataset
 from weft_lightning.data.gpu_augment import GPUAugmentation
 from weft_lightning.data.transforms import Augmentation, eval_transform, train_transform
 
@@ -265,7 +265,7 @@ class SegmentationDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             shuffle=train,
-            drop_last=train and len(dataset) > batch_size,
+            drop_last=train and len(cast(Sized, dataset)) > batch_size,
             num_workers=self.num_workers,
             collate_fn=collate if train else collate_eval,
             persistent_workers=self.num_workers > 0,
@@ -479,7 +479,12 @@ class SyntheticDataModule(SegmentationDataModule):
             batch_size=batch_size,
             **kwargs,
         )
-        self.spec = {"num_train": num_train, "num_test": num_test, "size": image_size, "seed": seed}
+        self.spec: dict[str, Any] = {
+            "num_train": num_train,
+            "num_test": num_test,
+            "size": image_size,
+            "seed": seed,
+        }
 
     def prepare_data(self) -> None:
         """Generate the dataset once; a partly written folder is never taken for a complete one."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import kornia.augmentation as K
 import torch
+from kornia.constants import DataKey
 from torch import nn
 
 from weft_lightning.constants import IGNORE_INDEX
@@ -28,6 +29,9 @@ class GPUAugmentation(nn.Module):
         mean, std: the normalisation the images carry.
     """
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(
         self, augmentation: Augmentation, mean: Sequence[float], std: Sequence[float]
     ) -> None:
@@ -40,7 +44,7 @@ class GPUAugmentation(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         aug = augmentation
-        steps: list[nn.Module] = []
+        steps: list[K.GeometricAugmentationBase2D] = []
         if aug.horizontal_flip:
             steps.append(K.RandomHorizontalFlip(p=0.5))
         if aug.vertical_flip:
@@ -52,7 +56,9 @@ class GPUAugmentation(nn.Module):
         nearest = {"resample": "nearest", "align_corners": None}
         self.geometry = (
             K.AugmentationSequential(
-                *steps, data_keys=["input", "mask"], extra_args={"mask": nearest}
+                *steps,
+                data_keys=["input", "mask"],
+                extra_args={DataKey.MASK: nearest},
             )
             if steps
             else None

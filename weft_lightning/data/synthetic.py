@@ -10,9 +10,7 @@ The output has the layout of the real benchmarks: ``{train,test}/images/*.jpg`` 
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-__all__ = ["SynthConfig", "generate_dataset", "generate_sample", "main"]
+__all__ = ["SynthConfig", "generate_dataset", "generate_sample"]
 
 MANIFEST = "synthetic.json"
 SPLITS = ("train", "test")
@@ -316,60 +314,3 @@ def _write_split(folder: Path, split: str, count: int, seed: int, cfg: SynthConf
         stem = f"{split}_{i:05d}"
         Image.fromarray(image).save(images / f"{stem}.jpg", quality=cfg.jpeg_quality)
         Image.fromarray(mask, mode="L").save(masks / f"{stem}.png")
-
-
-def _parser() -> argparse.ArgumentParser:
-    """Command-line options of ``weft synth``."""
-    p = argparse.ArgumentParser(
-        prog="weft synth",
-        description="Generate a synthetic aerial-scene segmentation dataset "
-        "(train|test/images/*.jpg + train|test/masks/*.png, masks 0/255).",
-    )
-    p.add_argument("--out", type=Path, required=True, help="output dataset root")
-    p.add_argument("--num-train", type=int, default=160, help="training images (default 160)")
-    p.add_argument("--num-test", type=int, default=40, help="test images (default 40)")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--max-objects", type=int, default=4, help="most objects per image (default 4)")
-    p.add_argument(
-        "--empty-fraction", type=float, default=0.1, help="share of images without object (0.1)"
-    )
-    p.add_argument(
-        "--low-contrast-fraction",
-        type=float,
-        default=0.15,
-        help="share of objects drawn with low contrast (default 0.15)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="regenerate even if up to date")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``weft synth``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    start = time.perf_counter()
-    try:
-        out = generate_dataset(
-            args.out,
-            args.num_train,
-            args.num_test,
-            args.size,
-            args.seed,
-            max_objects=args.max_objects,
-            empty_fraction=args.empty_fraction,
-            low_contrast_fraction=args.low_contrast_fraction,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, OSError) as err:
-        print(f"weft synth: error: {err}")
-        return 2
-    elapsed = time.perf_counter() - start
-    print(
-        f"synthetic dataset in {out}: {args.num_train} train, {args.num_test} test "
-        f"({elapsed:.1f} s)"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

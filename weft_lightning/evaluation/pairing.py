@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weft_lightning.data.catalog import IMAGE_EXTENSIONS
+from weft_lightning.data.dataset import list_images
 
 __all__ = ["EvaluationError", "Pairing", "pair_folders"]
 
@@ -24,19 +24,10 @@ class Pairing:
 
 
 def _images_by_stem(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise EvaluationError(f"{what} folder {folder} does not exist or is not a folder")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if path.stem in found:
-            raise EvaluationError(
-                f"{what} folder {folder} holds two files with stem {path.stem!r} "
-                f"({found[path.stem].name}, {path.name}); keep one"
-            )
-        found[path.stem] = path
-    return found
+    try:
+        return list_images(folder)
+    except (FileNotFoundError, ValueError) as error:
+        raise EvaluationError(f"{what} folder: {error}") from error
 
 
 def pair_folders(pred_dir: Path, gt_dir: Path) -> Pairing:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weft_lightning.evaluation.folder import FolderResult, evaluate_folder
+from weft_lightning.evaluation.scoring import FolderResult, evaluate_folder
 from weft_lightning.evaluation.spec import EvalSpec
 
 __all__ = ["EvaluationReport", "evaluate_spec"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,15 +31,17 @@ class SODMeasure(Metric):
     higher_is_better: bool | None = True
     full_state_update = False
 
+    count: torch.Tensor  # state (add_state)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
         """Move states like any module, but keep them float64 (``.to(bfloat16)`` included)."""
-        this = super()._apply(fn, exclude_state)
+        this = cast(Metric, super()._apply(fn, exclude_state))
         for key, default in this._defaults.items():
-            this._defaults[key] = default.double()
+            this._defaults[key] = cast(torch.Tensor, default).double()  # tensor states only
             setattr(this, key, getattr(this, key).double())
         return this
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -77,7 +78,7 @@ class SODMetrics(Metric):
     def update(self, preds: Any, target: Any = None) -> None:
         """Accumulate a batch of predictions and masks into every measure."""
         prepared = prepare_maps(preds, target)
-        for measure in self.measures.values():
+        for measure in cast("Mapping[str, Metric]", self.measures).values():
             measure.update(prepared)
 
     def forward(self, preds: Any, target: Any = None) -> None:
@@ -86,7 +87,7 @@ class SODMetrics(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Dataset values under the keys of :data:`METRIC_KEYS`."""
-        m = self.measures
+        m = cast("Mapping[str, Metric]", self.measures)
         em, fm = m["em"].compute(), m["fm"].compute()
         values = {k: m[k].compute() for k in ("sm", "mae", "wfm", "iou", "dice")}
         values.update(m["two_class"].compute())
@@ -95,11 +96,12 @@ class SODMetrics(Metric):
 
     def curves(self) -> dict[str, torch.Tensor]:
         """(256,) curves em_curve, fm_curve, precision, recall; entry k is threshold 255 - k."""
-        curves = {**self.measures["em"].compute(), **self.measures["fm"].compute()}
+        m = cast("Mapping[str, Metric]", self.measures)
+        curves = {**m["em"].compute(), **m["fm"].compute()}
         return {k: curves[k] for k in CURVE_KEYS}
 
     def reset(self) -> None:
         """Reset every measure."""
         super().reset()
-        for measure in self.measures.values():
+        for measure in cast("Mapping[str, Metric]", self.measures).values():
             measure.reset()

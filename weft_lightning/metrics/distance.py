@@ -20,7 +20,7 @@ from scipy import ndimage
 try:  # OpenCV ships with albumentations; scipy is the fallback.
     import cv2
 except ImportError:  # pragma: no cover - exercised only without OpenCV
-    cv2 = None
+    cv2 = None  # type: ignore[assignment]
 
 __all__ = ["BAND", "gaussian_7x7", "nearest_foreground", "squared_distance"]
 
@@ -56,7 +56,9 @@ def squared_distance(mask: np.ndarray) -> np.ndarray:
     """
     h, w = mask.shape
     if cv2 is not None and h * h + w * w < _CV2_LIMIT:
-        dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        dist: np.ndarray = cv2.distanceTransform(
+            (~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
+        )
         dist *= dist
     else:
         dist = ndimage.distance_transform_edt(~mask)

@@ -100,6 +100,8 @@ def two_class_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
 class _TwoClassConfusion(SODMeasure):
     """TP, FP, FN, TN of the binary prediction summed over all pixels of the dataset."""
 
+    confusion: torch.Tensor  # state (_add_sum)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._add_sum("confusion", (4,))  # TP, FP, FN, TN summed over all pixels

@@ -4,8 +4,8 @@ Configs name these classes by their short paths, e.g. ``weft_lightning.models.WE
 """
 
 from weft_lightning.models.backbone import FrozenViT
+from weft_lightning.models.expert_branch import WaveletExpertExtractor
 from weft_lightning.models.experts import ExpertMixture, WaveletExpert
-from weft_lightning.models.extractor import WaveletExpertExtractor
 from weft_lightning.models.heads.fpn import FPNHead
 from weft_lightning.models.heads.mask2former import Mask2FormerHead
 from weft_lightning.models.peft import (

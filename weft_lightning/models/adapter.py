@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from weft_lightning.models.checkpointing import checkpoint_once
 from weft_lightning.models.deform_attn import MSDeformAttn
-from weft_lightning.models.experts import GroupCascade, conv_bn_relu
+from weft_lightning.models.experts import GroupCascade
+from weft_lightning.models.grad_checkpointing import checkpoint_once
+from weft_lightning.models.layers import conv_bn_relu, join_maps, split_maps
 
 Shapes = Sequence[tuple[int, int]]
 
@@ -251,18 +252,3 @@ class InteractionStage(nn.Module):
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint_once(module, *args, module=module)
         return module(*args)
-
-
-def split_maps(tokens: torch.Tensor, shapes: Shapes) -> list[torch.Tensor]:
-    """(B, sum(h*w), C) tokens -> one (B, C, h, w) map per shape."""
-    sizes = [h * w for h, w in shapes]
-    parts = tokens.split(sizes, dim=1)
-    return [
-        part.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-        for part, (h, w) in zip(parts, shapes, strict=True)
-    ]
-
-
-def join_maps(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Inverse of :func:`split_maps`."""
-    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)

@@ -31,6 +31,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from weft_lightning.models.frozen_block import lean_frozen_block, supports_lean_backward
+from weft_lightning.models.layers import tokens_to_map
+from weft_lightning.models.weights import load_backbone_weights
 
 TOKEN_STRIDE = 16
 UNUSED_TAIL = ("norm", "fc_norm", "head_drop", "head", "neck")
@@ -71,7 +73,8 @@ class FrozenViT(nn.Module):
     ) -> None:
         super().__init__()
         self.model_name = model_name
-        self.vit = _create_timm_vit(model_name, pretrained, drop_path_rate, model_kwargs or {})
+        # a timm VisionTransformer, Eva or VisionTransformerSAM: attributes differ by family
+        self.vit: Any = _create_timm_vit(model_name, pretrained, drop_path_rate, model_kwargs or {})
         self.family = _family(self.vit, model_name)
         if checkpoint_path:
             load_backbone_weights(self.vit, Path(checkpoint_path))
@@ -255,17 +258,6 @@ def simple_pyramid(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     ]
 
 
-def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, N, D) tokens on a ``grid`` -> (B, D, gh, gw) map."""
-    batch, _, dim = tokens.shape
-    return tokens.transpose(1, 2).reshape(batch, dim, grid[0], grid[1])
-
-
-def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
-    """(B, D, h, w) map -> (B, h*w, D) tokens."""
-    return feature_map.flatten(2).transpose(1, 2)
-
-
 def _token_grid(images: torch.Tensor) -> tuple[int, int]:
     height, width = images.shape[-2:]
     if height % TOKEN_STRIDE or width % TOKEN_STRIDE:
@@ -286,7 +278,7 @@ def _group_slices(depth: int, num_groups: int, model_name: str) -> list[tuple[in
     return [(i * size, (i + 1) * size) for i in range(num_groups)]
 
 
-def _patch_size(vit: nn.Module) -> int:
+def _patch_size(vit: Any) -> int:  # a timm ViT
     size = vit.patch_embed.patch_size
     return int(size[0] if isinstance(size, tuple | list) else size)
 
@@ -306,7 +298,7 @@ def _family(vit: nn.Module, model_name: str) -> str:
 
 def _create_timm_vit(
     model_name: str, pretrained: bool, drop_path_rate: float, model_kwargs: dict[str, Any]
-) -> nn.Module:
+) -> Any:  # a timm ViT of one of the supported families
     arch, _ = split_model_name_tag(model_name)
     if not timm.is_model(arch):
         raise ValueError(
@@ -337,7 +329,7 @@ def _create_timm_vit(
         ) from error
 
 
-def _remove_unused_tail(vit: nn.Module) -> None:
+def _remove_unused_tail(vit: Any) -> None:  # a timm ViT
     """Replace the modules after the last block by identities (they are never run)."""
     for name in UNUSED_TAIL:
         if isinstance(getattr(vit, name, None), nn.Module):
@@ -350,89 +342,3 @@ def _set_layer_norm_eps(vit: nn.Module, eps: float) -> None:
     for module in vit.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = eps
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read weights from ``.safetensors`` or a torch file without running code from it.
-
-    A torch file may hold the state dict itself or under ``state_dict`` / ``model``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"Could not read {path} as a weights-only torch checkpoint ({error}). Convert it to "
-            ".safetensors or save a plain state dict."
-        ) from error
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__}).")
-    return obj
-
-
-def strip_prefixes(
-    state: dict[str, torch.Tensor], prefixes: Sequence[str] = ("module.", "backbone.", "vit.")
-) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes (``module.`` from DDP, ``backbone.``, ...) shared by every key."""
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in prefixes:
-            if all(key.startswith(prefix) for key in state):
-                state = {key[len(prefix) :]: value for key, value in state.items()}
-                changed = True
-    return state
-
-
-def load_backbone_weights(vit: nn.Module, path: Path) -> None:
-    """Load a local state dict into the timm model; mismatched keys raise one clear error.
-
-    Keys may carry ``module.``/``backbone.``/``vit.`` prefixes; original releases are remapped by
-    timm's checkpoint filter of the model family; the position table is resized to the model's.
-    """
-    path = Path(path)
-    state = _timm_layout(strip_prefixes(read_state_dict(path)), vit)
-    ignored = ("head.", "norm.", "fc_norm.", "neck.", "attn_pool.")
-    state = {k: v for k, v in state.items() if not k.startswith(ignored)}
-    if "pos_embed" in state and getattr(vit, "pos_embed", None) is not None:
-        state["pos_embed"] = _resize_pos_embed(state["pos_embed"], vit)
-    result = vit.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(ignored)]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"Weights in {path} do not fit the backbone: missing keys {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''}, unexpected keys "
-            f"{result.unexpected_keys[:10]}. Check `model_name` and `model_kwargs`."
-        )
-
-
-def _timm_layout(state: dict[str, torch.Tensor], vit: nn.Module) -> dict[str, torch.Tensor]:
-    """Map an original release's key layout (DINOv2, SAM, EVA, CLIP, ...) to timm's, using the
-    model family's own checkpoint filter; timm-format weights pass through unchanged."""
-    import sys
-
-    remap = getattr(sys.modules[type(vit).__module__], "checkpoint_filter_fn", None)
-    return dict(remap(state, vit)) if callable(remap) else state
-
-
-def _resize_pos_embed(pos_embed: torch.Tensor, vit: nn.Module) -> torch.Tensor:
-    if pos_embed.shape == vit.pos_embed.shape:
-        return pos_embed
-    if pos_embed.ndim == 4:  # SAM: (1, H, W, D)
-        from timm.layers import resample_abs_pos_embed_nhwc
-
-        return resample_abs_pos_embed_nhwc(pos_embed, list(vit.pos_embed.shape[1:3]))
-    from timm.layers import resample_abs_pos_embed
-
-    prefix = 0 if getattr(vit, "no_embed_class", False) else vit.num_prefix_tokens
-    grid = vit.patch_embed.grid_size
-    return resample_abs_pos_embed(pos_embed, list(grid), num_prefix_tokens=prefix)

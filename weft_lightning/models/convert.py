@@ -9,21 +9,20 @@ table: the spatial table, row 0 of the temporal table and the patch-projection b
 pre-norm ViT has no projection bias). Bicubic resizing keeps a constant offset unchanged, so
 the folded table gives the reference result at every input size.
 
-Usage: ``weft convert uniperceiver IN.pth OUT.safetensors``.
+Command line: ``weft convert uniperceiver IN.pth OUT.safetensors``
+(:mod:`weft_lightning.cli.convert`).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from weft_lightning.models.backbone import read_state_dict, strip_prefixes
+from weft_lightning.models.weights import strip_prefixes
 
 _EMBED = "visual_embed."
 _EMBED_KEYS = {
@@ -150,48 +149,3 @@ def save_weights(weights: dict[str, torch.Tensor], path: Path, metadata: dict[st
         save_file(weights, str(path), metadata=metadata)
     else:
         torch.save(weights, path)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="weft convert",
-        description="Convert a backbone checkpoint into weights for a timm ViT / FrozenViT "
-        "(`checkpoint_path`). Files are read weights-only: a checkpoint never runs code.",
-    )
-    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    uni = formats.add_parser(
-        "uniperceiver",
-        help="Uni-Perceiver encoder (the paper's backbone) -> timm VisionTransformer",
-        description="Uni-Perceiver encoder checkpoint (.pth/.bin/.safetensors; raw or under "
-        "`state_dict`/`model`; `module.`/`backbone.` prefixes allowed) -> timm "
-        "VisionTransformer weights. The position table is folded with the temporal vector.",
-    )
-    uni.add_argument("input", type=Path, help="Uni-Perceiver checkpoint")
-    uni.add_argument("output", type=Path, help="output file (.safetensors recommended)")
-    uni.add_argument(
-        "--ignore",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="drop keys starting with PREFIX (repeatable), e.g. parts that are not the encoder",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``weft convert``: returns 0 on success, 2 on a bad input file."""
-    args = _parser().parse_args(argv)
-    try:
-        weights = convert_uniperceiver(read_state_dict(args.input), args.ignore)
-    except (CheckpointLayoutError, FileNotFoundError, ValueError) as error:
-        print(f"error: {args.input}: {error}", file=sys.stderr)
-        return 2
-    kwargs = timm_kwargs_for(weights)
-    save_weights(weights, args.output, {"source": "uniperceiver", "timm_kwargs": repr(kwargs)})
-    total = sum(v.numel() for v in weights.values())
-    print(
-        f"wrote {args.output}: {len(weights)} tensors, {total / 1e6:.2f} M parameters ({kwargs}).\n"
-        "Use it as checkpoint_path of the ViT of configs/model/vit/uniperceiver_l16.yaml, e.g. "
-        "stack configs/model/backbones/uniperceiver_l16.yaml on a paper run config."
-    )
-    return 0

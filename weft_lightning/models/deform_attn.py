@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from weft_lightning.models.layers import join_maps
+
 
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention with a value width of ``d_model * ratio``.
@@ -222,7 +224,7 @@ def flatten_levels(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flatten maps (B, C, H_l, W_l) into ``(input_flatten (B, Lin, C), shapes, start_index)``."""
     shapes = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
-    flat = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+    flat = join_maps(maps)
     spatial_shapes, start = level_layout(shapes, device=flat.device)
     return flat, spatial_shapes, start
 

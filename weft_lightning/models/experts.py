@@ -8,31 +8,18 @@ them and mixes their outputs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weft_lightning.models.checkpointing import is_recomputing
+from weft_lightning.models.grad_checkpointing import is_recomputing
+from weft_lightning.models.layers import conv_bn_relu
 from weft_lightning.models.wavelet import WTConv2d, dwt2d, idwt2d
 
-DISPATCH_MODES = ("dense", "sparse", "fused")
-
-
-def conv_bn_relu(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int = 1,
-    stride: int = 1,
-    groups: int = 1,
-    conv: nn.Module | None = None,
-) -> nn.Sequential:
-    """Convolution (or the given ``conv``) followed by BatchNorm and ReLU."""
-    if conv is None:
-        conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups
-        )
-    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+Dispatch = Literal["dense", "sparse", "fused"]
+DISPATCH_MODES: tuple[str, ...] = get_args(Dispatch)
 
 
 class GroupCascade(nn.Module):
@@ -62,6 +49,8 @@ class GroupCascade(nn.Module):
 
 class WaveletExpert(GroupCascade):
     """Expert E_k: the 4-group cascade of ``WTConv2d(C/4, k) -> BN -> ReLU``."""
+
+    phi: nn.Sequential  # conv_bn_relu around a WTConv2d
 
     def __init__(self, channels: int = 64, kernel_size: int = 3, wavelet: str = "db1") -> None:
         quarter = channels // 4
@@ -98,7 +87,7 @@ class ExpertMixture(nn.Module):
         channels: int = 64,
         kernel_sizes: Sequence[int] = (1, 3, 5, 7, 9, 11, 13),
         top_k: int = 4,
-        dispatch: str = "dense",
+        dispatch: Dispatch = "dense",
         balance_loss_weight: float = 0.0,
         wavelet: str = "db1",
         expert_factory: Callable[[int, int], nn.Module] | None = None,
@@ -145,7 +134,8 @@ class ExpertMixture(nn.Module):
         if self.dispatch == "dense":
             return self._dense(x, full)
         if self.dispatch == "fused":
-            return _weighted_sum(fused_experts(list(self.experts), x), full)
+            experts = cast("list[WaveletExpert]", list(self.experts))  # the built-in ones
+            return _weighted_sum(fused_experts(experts, x), full)
         return self._sparse(x, full)
 
     def _dense(self, x: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
@@ -234,21 +224,21 @@ class _PackedExperts:
     """The experts' parameters concatenated along channels, for :func:`fused_experts`."""
 
     def __init__(self, experts: Sequence[WaveletExpert]) -> None:
-        wtconvs = [e.phi[0] for e in experts]
+        wtconvs = [cast(WTConv2d, e.phi[0]) for e in experts]
         self.size = max(e.kernel_size for e in experts)
         self.groups = len(experts)
         self.wtconv = wtconvs[0]
         self.base_weight = torch.cat([_pad_kernel(w.base_conv.weight, self.size) for w in wtconvs])
-        self.base_bias = torch.cat([w.base_conv.bias for w in wtconvs])
+        self.base_bias = torch.cat([cast(torch.Tensor, w.base_conv.bias) for w in wtconvs])
         self.base_scale = torch.cat([w.base_scale.weight for w in wtconvs], dim=1)
         self.wave_weight = torch.cat(
             [_pad_kernel(w.wavelet_conv.weight, self.size) for w in wtconvs]
         )
         self.wave_scale = torch.cat([w.wavelet_scale.weight for w in wtconvs], dim=1)
-        self.phi_norm = _PackedNorm([e.phi[1] for e in experts])
-        self.fuse_weight = torch.cat([e.fuse[0].weight for e in experts])
-        self.fuse_bias = torch.cat([e.fuse[0].bias for e in experts])
-        self.fuse_norm = _PackedNorm([e.fuse[1] for e in experts])
+        self.phi_norm = _PackedNorm([cast(nn.BatchNorm2d, e.phi[1]) for e in experts])
+        self.fuse_weight = torch.cat([cast(nn.Conv2d, e.fuse[0]).weight for e in experts])
+        self.fuse_bias = torch.cat([cast(torch.Tensor, e.fuse[0].bias) for e in experts])
+        self.fuse_norm = _PackedNorm([cast(nn.BatchNorm2d, e.fuse[1]) for e in experts])
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """WTConv2d -> BN -> ReLU of every expert on its channel block."""
@@ -287,8 +277,9 @@ class _PackedNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            mean = torch.cat([n.running_mean for n in self.norms])
-            var = torch.cat([n.running_var for n in self.norms])
+            # modules with running statistics: running_mean/var are tensors
+            mean = torch.cat([cast(torch.Tensor, n.running_mean) for n in self.norms])
+            var = torch.cat([cast(torch.Tensor, n.running_var) for n in self.norms])
             return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
         self._update_running_stats(x)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
@@ -297,11 +288,12 @@ class _PackedNorm:
     def _update_running_stats(self, x: torch.Tensor) -> None:
         var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=True)
         sizes = [n.num_features for n in self.norms]
-        means = [n.running_mean for n in self.norms]
-        variances = [n.running_var for n in self.norms]
+        means = [cast(torch.Tensor, n.running_mean) for n in self.norms]
+        variances = [cast(torch.Tensor, n.running_var) for n in self.norms]
+        assert self.momentum is not None  # checked in __init__
         torch._foreach_lerp_(means, list(mean.split(sizes)), self.momentum)
         torch._foreach_lerp_(variances, list(var.split(sizes)), self.momentum)
-        torch._foreach_add_([n.num_batches_tracked for n in self.norms], 1)
+        torch._foreach_add_([cast(torch.Tensor, n.num_batches_tracked) for n in self.norms], 1)
 
 
 def _pad_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ back to :func:`torch.utils.checkpoint.checkpoint` otherwise.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +80,7 @@ class LeanFrozenBlock(torch.autograd.Function):
                 attended, lse = _fused_attention(*_qkv(block, x))
             else:
                 attended, lse = _attention_core(block, x), None
-            branch = block.ls1(block.attn.proj(attended))
+            branch = block.ls1(cast(Attention, block.attn).proj(attended))
             mask1 = _drop_path_mask(block.drop_path1, branch)
             x1 = x + (branch if mask1 is None else branch * mask1)
             branch = block.ls2(block.mlp(block.norm2(x1)))
@@ -101,7 +101,7 @@ class LeanFrozenBlock(torch.autograd.Function):
             leaf = x.detach().requires_grad_(True)
             attended = kept[0] if ctx.keep else _attention_core(block, leaf)
             with torch.no_grad():  # the residual stream after the attention half, as in forward
-                branch = block.ls1(block.attn.proj(attended))
+                branch = block.ls1(cast(Attention, block.attn).proj(attended))
                 x1 = leaf + (branch if mask1 is None else branch * mask1)
             grad_x1 = grad_out + _half_input_grad(x1, _mlp_hidden, block, grad_out, mask2, 2)
             grad_attended = _output_grad(block, grad_x1, mask1, 1, attended.dtype)
@@ -145,7 +145,7 @@ def _output_grad(
     """Gradient of the input of the half's last linear layer (``proj`` or ``fc2``) from the
     gradient of the residual stream, through drop path and LayerScale as autograd does it, in
     ``dtype`` (that of the layer's input: the autocast dtype under autocast)."""
-    last = block.attn.proj if half == 1 else block.mlp.fc2
+    last = cast(Attention, block.attn).proj if half == 1 else cast(Mlp, block.mlp).fc2
     scale = block.ls1 if half == 1 else block.ls2
     grad = grad if mask is None else grad * mask
     if isinstance(scale, LayerScale):
@@ -155,7 +155,7 @@ def _output_grad(
 
 def _qkv(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Queries, keys and values (batch, heads, tokens, head_dim) of ``block`` for input ``x``."""
-    attn: Attention = block.attn
+    attn = cast(Attention, block.attn)
     batch, tokens, _ = x.shape
     qkv = attn.qkv(block.norm1(x)).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -166,7 +166,7 @@ def _attention_core(block: Block, x: torch.Tensor) -> torch.Tensor:
     """timm ``Attention`` on ``norm1(x)`` up to (not including) its output projection."""
     q, k, v = _qkv(block, x)
     out = F.scaled_dot_product_attention(q, k, v)
-    return block.attn.norm(_merge_heads(out))
+    return cast(Attention, block.attn).norm(_merge_heads(out))
 
 
 def _fused_attention(
@@ -185,7 +185,7 @@ def _fused_attention_backward(
     lse: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of ``q, k, v`` for the gradient ``grad`` of the merged attention output."""
-    heads = block.attn.num_heads
+    heads = cast(Attention, block.attn).num_heads
     q, k, v = (t.detach() for t in qkv)
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         _split_heads(grad, heads), q, k, v, _split_heads(attended, heads), lse, 0.0, False
@@ -206,7 +206,7 @@ def _split_heads(merged: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _mlp_hidden(block: Block, x: torch.Tensor) -> torch.Tensor:
     """timm ``Mlp`` on ``norm2(x)`` up to (not including) ``fc2``."""
-    mlp: Mlp = block.mlp
+    mlp = cast(Mlp, block.mlp)
     return mlp.norm(mlp.drop1(mlp.act(mlp.fc1(block.norm2(x)))))
 
 

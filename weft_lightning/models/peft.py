@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from weft_lightning.models.backbone import FrozenViT, simple_pyramid, tokens_to_map
+from weft_lightning.models.backbone import FrozenViT, simple_pyramid
+from weft_lightning.models.layers import tokens_to_map
 from weft_lightning.models.weft import WEFTBackbone
-
-_NO_DECAY = ("pos_embed", "cls_token", "reg_token", "prompts")
 
 
 class PlainViTBackbone(nn.Module):
@@ -124,7 +123,7 @@ class LoRALinear(nn.Linear):
             raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory: dict[str, Any] = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_a = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
@@ -195,8 +194,9 @@ class LoRABackbone(PlainViTBackbone):
 
 
 def _add_lora(
-    attn: nn.Module, targets: Sequence[str], rank: int, alpha: float | None, dropout: float
+    attn: Any, targets: Sequence[str], rank: int, alpha: float | None, dropout: float
 ) -> None:
+    # attn: a timm attention module (Attention, EvaAttention, SAM's): its layers differ by family
     names = []
     if "qkv" in targets:
         names += [n for n in ("qkv", "q_proj", "k_proj", "v_proj") if _linear(attn, n)]
@@ -276,7 +276,7 @@ class BottleneckAdapter(nn.Module):
 
     def attach(self, block: nn.Module) -> None:
         """Run parallel to ``block``'s MLP (``block.norm2`` must exist)."""
-        block.norm2.register_forward_hook(self._capture)
+        cast(nn.Module, block.norm2).register_forward_hook(self._capture)
         block.register_forward_hook(self._add)
 
     def _capture(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -304,7 +304,7 @@ class AdaptFormerBackbone(PlainViTBackbone):
             BottleneckAdapter(vit.embed_dim, bottleneck, scale) for _ in range(vit.num_blocks)
         )
         for adapter, block in zip(self.adapters, vit.vit.blocks, strict=True):
-            adapter.attach(block)
+            cast(BottleneckAdapter, adapter).attach(block)
 
 
 class ViTAdapterBackbone(WEFTBackbone):

@@ -80,6 +80,8 @@ def idwt2d(
 class DWT2d(nn.Module):
     """Module form of :func:`dwt2d` with a fixed (non-persistent) pywt analysis bank."""
 
+    bank: torch.Tensor
+
     def __init__(self, wavelet: str = "db1") -> None:
         super().__init__()
         self.register_buffer("bank", wavelet_filters(wavelet)[0], persistent=False)
@@ -90,6 +92,8 @@ class DWT2d(nn.Module):
 
 class IDWT2d(nn.Module):
     """Module form of :func:`idwt2d` with a fixed (non-persistent) pywt synthesis bank."""
+
+    bank: torch.Tensor
 
     def __init__(self, wavelet: str = "db1") -> None:
         super().__init__()

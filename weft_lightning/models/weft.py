@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from weft_lightning.models.adapter import Extractor, Injector, InteractionStage, split_maps
-from weft_lightning.models.backbone import FrozenViT, tokens_to_map
+from weft_lightning.models.adapter import Extractor, Injector, InteractionStage
+from weft_lightning.models.backbone import FrozenViT
 from weft_lightning.models.deform_attn import MSDeformAttn, grid_reference_points, level_layout
-from weft_lightning.models.experts import ExpertMixture
-from weft_lightning.models.extractor import WaveletExpertExtractor
+from weft_lightning.models.expert_branch import WaveletExpertExtractor
+from weft_lightning.models.experts import Dispatch, ExpertMixture
+from weft_lightning.models.layers import resize_bilinear, split_maps, tokens_to_map
 
 GroupRunner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -55,7 +56,7 @@ class WEFTBackbone(nn.Module):
         conv_channels: int = 64,
         kernel_sizes: Sequence[int] = (1, 3, 5, 7, 9, 11, 13),
         top_k: int = 4,
-        dispatch: str = "dense",
+        dispatch: Dispatch = "dense",
         balance_loss_weight: float = 0.0,
         wavelet: str = "db1",
         deform_heads: int = 16,
@@ -97,7 +98,7 @@ class WEFTBackbone(nn.Module):
             wavelet=wavelet,
             use_experts=use_experts,
         )
-        injector_options = dict(
+        injector_options: dict[str, Any] = dict(
             num_heads=deform_heads,
             n_points=deform_points,
             n_levels=3,
@@ -107,7 +108,7 @@ class WEFTBackbone(nn.Module):
             refiner_heads=refiner_heads,
             edge_strength=edge_strength,
         )
-        extractor_options = dict(
+        extractor_options: dict[str, Any] = dict(
             ffn_ratio=ffn_ratio,
             drop_path=rate,
             norm_eps=extractor_norm_eps,
@@ -141,7 +142,7 @@ class WEFTBackbone(nn.Module):
         self.grad_checkpointing = enable
         self.spatial_prior.set_grad_checkpointing(enable)
         for stage in self.stages:
-            stage.set_grad_checkpointing(enable)
+            cast(InteractionStage, stage).set_grad_checkpointing(enable)
 
     def trainable_modules(self) -> list[nn.Module]:
         """The WEFT parts (everything except the frozen ViT)."""
@@ -155,7 +156,7 @@ class WEFTBackbone(nn.Module):
                 if isinstance(module, MSDeformAttn):
                     module.reset_parameters()
                 elif hasattr(module, "reset_special_parameters"):
-                    module.reset_special_parameters()
+                    cast(Any, module).reset_special_parameters()
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Images (B, 3, H, W), sides multiples of 32 -> [f1, f2, f3, f4] at strides 4..32."""
@@ -203,10 +204,10 @@ class WEFTBackbone(nn.Module):
         c2, c3, c4 = coarse
         x1, x2, x3, x4 = stage_maps
         c1 = self.spatial_prior.lift(c1)  # a fresh tensor: sum in place, one wide map alive
-        c1 = c1.add_(_resize(c2, c1)).add_(_resize(x1, c1))
-        c2 = c2 + _resize(x2, c2)
-        c3 = c3 + _resize(x3, c3)
-        c4 = c4 + _resize(x4, c4)
+        c1 = c1.add_(resize_bilinear(c2, c1.shape[-2:])).add_(resize_bilinear(x1, c1.shape[-2:]))
+        c2 = c2 + resize_bilinear(x2, c2.shape[-2:])
+        c3 = c3 + resize_bilinear(x3, c3.shape[-2:])
+        c4 = c4 + resize_bilinear(x4, c4.shape[-2:])
         return [norm(f) for norm, f in zip(self.norms, (c1, c2, c3, c4), strict=True)]
 
     def _mixture_losses(self) -> torch.Tensor | None:
@@ -240,13 +241,6 @@ def init_weft_module(module: nn.Module) -> None:
             nn.init.ones_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Bilinear resample of ``x`` to the spatial size of ``like`` (no-op when equal)."""
-    if x.shape[-2:] == like.shape[-2:]:
-        return x
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _vit_drop_path(vit: FrozenViT) -> float:

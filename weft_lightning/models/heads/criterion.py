@@ -8,6 +8,8 @@ prediction is supervised the same way (deep supervision).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -65,6 +67,8 @@ class SetCriterion(nn.Module):
         oversample_ratio, importance_sample_ratio: importance sampling of those points.
     """
 
+    class_weights: torch.Tensor  # non-persistent buffer
+
     def __init__(
         self,
         num_classes: int,
@@ -105,7 +109,7 @@ class SetCriterion(nn.Module):
 
     def weighted(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted sum of one layer's losses."""
-        return sum(self.weights[k] * v for k, v in losses.items())
+        return cast(torch.Tensor, sum(self.weights[k] * v for k, v in losses.items()))
 
     def layer_losses(
         self, outputs: Outputs, targets: list[Target], num_masks: float

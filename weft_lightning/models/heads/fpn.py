@@ -7,14 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weft_lightning.constants import IGNORE_INDEX
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+from weft_lightning.models.layers import conv_bn_relu
 
 
 def box_filter(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -62,9 +55,11 @@ class FPNHead(nn.Module):
 
     def __init__(self, in_channels: list[int], channels: int = 128) -> None:
         super().__init__()
-        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in in_channels)
-        self.smooth = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in in_channels)
-        self.fuse = conv_bn_relu(channels * len(in_channels), channels, 3)
+        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1, bias=False) for c in in_channels)
+        self.smooth = nn.ModuleList(
+            conv_bn_relu(channels, channels, 3, bias=False) for _ in in_channels
+        )
+        self.fuse = conv_bn_relu(channels * len(in_channels), channels, 3, bias=False)
         self.classifier = nn.Conv2d(channels, 1, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

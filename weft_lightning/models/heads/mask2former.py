@@ -8,6 +8,8 @@ becomes up to two target segments (background, foreground); the foreground proba
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -180,7 +182,9 @@ class Mask2FormerHead(nn.Module):
 
 def _to_float(outputs: dict) -> dict:
     """Copy of the head outputs with every tensor in float32 (also inside ``aux_outputs``)."""
-    converted = {k: v.float() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
+    converted: dict[str, Any] = {
+        k: v.float() for k, v in outputs.items() if isinstance(v, torch.Tensor)
+    }
     converted["aux_outputs"] = [_to_float(layer) for layer in outputs.get("aux_outputs", [])]
     return converted
 

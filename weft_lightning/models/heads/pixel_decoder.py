@@ -113,6 +113,7 @@ class DeformPixelDecoder(nn.Module):
     def _input_projection(channels: int, dim: int, groups: int) -> nn.Sequential:
         conv = nn.Conv2d(channels, dim, 1)
         nn.init.xavier_uniform_(conv.weight)
+        assert conv.bias is not None
         nn.init.zeros_(conv.bias)
         return nn.Sequential(conv, nn.GroupNorm(groups, dim))
 
@@ -125,6 +126,7 @@ class DeformPixelDecoder(nn.Module):
                 module.reset_parameters()
         nn.init.normal_(self.level_embed)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
+        assert self.mask_features.bias is not None
         nn.init.zeros_(self.mask_features.bias)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:

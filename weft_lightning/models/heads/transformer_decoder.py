@@ -133,6 +133,7 @@ class MaskedAttentionDecoder(nn.Module):
             return nn.Identity()
         conv = nn.Conv2d(in_channels, dim, 1)
         nn.init.kaiming_uniform_(conv.weight, a=1)
+        assert conv.bias is not None
         nn.init.zeros_(conv.bias)
         return conv
 

@@ -51,7 +51,8 @@ def list_images(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"Folder {folder} does not exist.")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+        hidden = path.name.startswith(".")  # e.g. macOS' ._name.png resource forks
+        if hidden or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             continue
         if path.stem in files:
             raise ValueError(

@@ -52,7 +52,7 @@ def _read_gt(path: Path) -> np.ndarray:
 
 def _fit(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an 8-bit map to (H, W)."""
-    return np.asarray(Image.fromarray(pred).resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(pred).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def _load(pairing: Pairing) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +57,8 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
         for m in module.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    # track_running_stats=True: num_batches_tracked is a tensor
+    saved = [(m.momentum, cast(torch.Tensor, m.num_batches_tracked).clone()) for m in norms]
     for norm in norms:
         norm.momentum = 0.0
     try:
@@ -66,4 +67,5 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for norm, (momentum, count) in zip(norms, saved, strict=True):
                 norm.momentum = momentum
+                assert norm.num_batches_tracked is not None
                 norm.num_batches_tracked.copy_(count)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from jsonargparse import ArgumentParser, Namespace
+
+from weft_lightning.cli.tool import EXIT_OK, EXIT_PROBLEMS, fail, run_command, tool_parser
 from weft_lightning.evaluation.curves import plot_curves
 from weft_lightning.evaluation.pairing import EvaluationError
 from weft_lightning.evaluation.runner import EvaluationReport, evaluate_spec
@@ -13,7 +16,8 @@ from weft_lightning.evaluation.spec import EvalSpec, load_spec
 from weft_lightning.evaluation.tables import format_results, to_csv, to_latex
 from weft_lightning.metrics import METRIC_KEYS
 
-__all__ = ["build_parser", "main"]
+SUMMARY = "score saved prediction maps against masks"
+PROG = "weft eval"
 
 EXAMPLES = """examples:
   weft eval --pred-dir runs/demo/predictions/synthetic --gt-dir data/synthetic/test/masks
@@ -28,17 +32,16 @@ spec.yaml (relative paths are relative to the spec file):
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Arguments of ``weft eval``."""
-    parser = argparse.ArgumentParser(
-        prog="weft eval",
-        description="Score saved prediction maps (8-bit PNGs) against ground-truth masks with\n"
+    parser = tool_parser(
+        "eval",
+        "Score saved prediction maps (8-bit PNGs) against ground-truth masks with\n"
         "the field's measures, identical to PySODMetrics: S-measure, MAE, E-/F-measures,\n"
         "weighted F-measure, IoU, Dice; and mIoU, mDice, mFscore as mmseg's eval_metrics.\n"
         "Files pair by stem across extensions; predictions of another size are resized to\n"
         "the mask's size (with a warning).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EXAMPLES,
     )
     source = parser.add_argument_group("what to score (one folder pair, or a spec)")
     source.add_argument("--pred-dir", type=Path, help="folder of prediction maps")
@@ -70,7 +73,7 @@ def _dataset_name(gt_dir: Path) -> str:
     return gt_dir.parent.name if gt_dir.name.lower() in generic else gt_dir.name
 
 
-def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> EvalSpec:
+def _spec(args: Namespace, parser: ArgumentParser) -> EvalSpec:
     if args.spec is not None:
         if args.pred_dir is not None or args.gt_dir is not None:
             parser.error("use either --spec or --pred-dir/--gt-dir, not both")
@@ -84,7 +87,7 @@ def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> EvalSpec
     return EvalSpec({dataset: args.gt_dir}, {method: {dataset: args.pred_dir}})
 
 
-def _keys(text: str, parser: argparse.ArgumentParser) -> list[str]:
+def _keys(text: str, parser: ArgumentParser) -> list[str]:
     keys = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in METRIC_KEYS]
     if unknown or not keys:
@@ -92,7 +95,7 @@ def _keys(text: str, parser: argparse.ArgumentParser) -> list[str]:
     return keys
 
 
-def _write(report: EvaluationReport, args: argparse.Namespace, keys: list[str]) -> None:
+def _write(report: EvaluationReport, args: Namespace, keys: list[str]) -> None:
     outputs = {
         args.json: lambda: report.to_json(),
         args.csv: lambda: to_csv(report.results, report.counts),
@@ -109,22 +112,24 @@ def _write(report: EvaluationReport, args: argparse.Namespace, keys: list[str]) 
             print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``weft eval``; returns the exit status (2 for unusable input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    keys = _keys(args.keys, parser)
-    try:
-        report = evaluate_spec(_spec(args, parser))
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def _evaluate(parser: ArgumentParser, args: Namespace) -> int:
+    keys = _keys(args["keys"], parser)  # (Namespace.keys is a method)
+    report = evaluate_spec(_spec(args, parser))
     for line in report.warnings + report.problems():
         print(f"warning: {line}", file=sys.stderr)
     if not report.folders:
-        print("error: nothing was scored (no prediction folder exists)", file=sys.stderr)
-        return 2
+        return fail(PROG, "nothing was scored (no prediction folder exists)")
     print(format_results(report.results, keys))
     _write(report, args, keys)
     unpaired = any(r.missing or r.extra for per in report.folders.values() for r in per.values())
-    return 1 if args.strict and (unpaired or report.skipped) else 0
+    return EXIT_PROBLEMS if args.strict and (unpaired or report.skipped) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``weft eval``; returns the exit status."""
+
+    def command() -> int:
+        parser = build_parser()
+        return _evaluate(parser, parser.parse_args(argv))
+
+    return run_command(PROG, command)

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from weft_lightning.models.checkpointing import checkpoint_once
-from weft_lightning.models.experts import ExpertMixture, conv_bn_relu
+from weft_lightning.models.experts import Dispatch, ExpertMixture
+from weft_lightning.models.grad_checkpointing import checkpoint_once
+from weft_lightning.models.layers import conv_bn_relu
 
 
 class WaveletExpertExtractor(nn.Module):
@@ -41,7 +42,7 @@ class WaveletExpertExtractor(nn.Module):
         channels: int = 64,
         kernel_sizes: Sequence[int] = (1, 3, 5, 7, 9, 11, 13),
         top_k: int = 4,
-        dispatch: str = "dense",
+        dispatch: Dispatch = "dense",
         balance_loss_weight: float = 0.0,
         wavelet: str = "db1",
         use_experts: bool = True,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from weft_lightning.data.folder import PairedFolderDataset, pair_files
+from weft_lightning.data.dataset import PairedFolderDataset, pair_files
 
 
 def _write_pair(root: Path, stem: str, image_ext: str, mask: Image.Image, mask_ext: str) -> None:

@@ -4,7 +4,8 @@ Activation memory is what autograd keeps between the forward and the backward pa
 measured exactly by summing the distinct storages that autograd saves for backward during a
 training-mode forward (parameters excluded), then checked by running the backward pass. On the
 ``meta`` device nothing is allocated, so even a ViT-L at 1024 px is measured in seconds; models
-with data-dependent steps fall back to the CPU. Gradient checkpointing (``with_cp``) is seen as
+with data-dependent steps fall back to the CPU. Gradient checkpointing
+(``set_grad_checkpointing``) is seen as
 what it is: the recomputed blocks save nothing.
 """
 
@@ -97,6 +98,7 @@ def activation_memory(
     Returns float32 figures in MiB; bf16 autocast roughly halves the activations.
     """
     device = _on_device(model)
+    fallback: str | None
     try:
         total = measure_activations(model, input_size, batch_size, device)
     except (NotImplementedError, RuntimeError) as error:
