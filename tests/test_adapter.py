@@ -202,3 +202,16 @@ def test_enhancer_equals_the_reference_formula_with_its_max_pool() -> None:
     expected = F.gelu(m + w[0] * enhancer.laplacian(m) + w[1] * pooled + w[2] * multi)
     out = enhancer(join_maps([m]), [(5, 7)])
     assert torch.allclose(out, join_maps([expected]), atol=1e-6)
+
+
+def test_refiner_in_evaluation_gives_an_image_the_same_result_alone_and_in_a_batch() -> None:
+    """Evaluation standardises each image's token variance on its own; training keeps the
+    reference's statistics over the whole batch (and so depends on the batch mates)."""
+    torch.manual_seed(0)
+    refiner = EdgeAwareTokenRefiner(16, num_heads=4, edge_strength=0.5)
+    batch = torch.randn(3, 10, 16) * torch.tensor([1.0, 3.0, 0.2])[:, None, None]
+    refiner.eval()
+    alone = refiner(batch[:1])
+    assert torch.equal(refiner(batch)[:1], alone)
+    refiner.train()
+    assert not torch.allclose(refiner(batch)[:1], refiner(batch[:1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -156,3 +157,24 @@ def test_missing_checkpoint_is_one_clear_error(
     assert main(["test", *args, "--ckpt_path", "best"]) == 1
     err = capsys.readouterr().err
     assert "No 'best' checkpoint found" in err and "Traceback" not in err
+
+
+def test_checkpoints_load_weights_only_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's own default is False before 2.6; `weft` passes weights_only=True explicitly."""
+    import lightning as L
+
+    seen: list[dict] = []
+    original = L.Trainer.test
+
+    @functools.wraps(original)  # keeps the signature LightningCLI builds the parser from
+    def record(self: L.Trainer, **kwargs: object) -> list:
+        seen.append(kwargs)
+        return []
+
+    monkeypatch.setattr(L.Trainer, "test", record)
+    args = tiny_demo_args(tmp_path)
+    assert main(["test", *args]) == 0
+    assert main(["test", *args, "--weights_only=false"]) == 0
+    assert [kwargs["weights_only"] for kwargs in seen] == [True, False]

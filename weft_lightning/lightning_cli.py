@@ -59,7 +59,15 @@ class WEFTLightningCLI(LightningCLI):
         roots += [logger.save_dir for logger in self.trainer.loggers if logger.save_dir]
         return list(dict.fromkeys(Path(r) for r in roots))
 
+    def _load_weights_only(self) -> None:
+        """Checkpoints load weights-only (they never run code), whatever torch's default is
+        (False before torch 2.6); an explicit ``--weights_only false`` is kept."""
+        config = self.config_init[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True
+
     def _resolve_ckpt_path(self) -> None:
+        self._load_weights_only()
         config = self.config_init[self.subcommand]
         which = config.get("ckpt_path")
         callback = self.trainer.checkpoint_callback
@@ -93,6 +101,7 @@ class WEFTLightningCLI(LightningCLI):
     def before_fit(self) -> None:
         """``--ckpt_path last`` resumes from the newest last/SLURM checkpoint of earlier runs,
         or starts from scratch (with a warning) when there is none yet."""
+        self._load_weights_only()
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
             return

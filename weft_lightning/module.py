@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from weft_lightning import checkpoint as ckpt
+from weft_lightning.data.sampling import real_samples
 from weft_lightning.inference import EvaluationProtocol, InferenceProtocol, predict_probability
 from weft_lightning.metrics import SODMetrics
 from weft_lightning.models.contracts import HasLRScales
@@ -114,15 +115,35 @@ class WEFTModule(L.LightningModule):
 
     # ------------------------------------------------------------- evaluation
     def _update(
-        self, metrics: SODMetrics, batch: dict[str, Any], protocol: InferenceProtocol
+        self,
+        metrics: SODMetrics,
+        batch: dict[str, Any],
+        protocol: InferenceProtocol,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> list[torch.Tensor]:
+        """Maps of the batch; the metrics count each image once (a distributed sampler's
+        padding copies are left out)."""
         probs = self.predict_maps(batch["image"], protocol)
+        real = real_samples(self._eval_loader(dataloader_idx), batch_idx, len(probs))
         targets = [torch.as_tensor(gt, device=self.device) for gt in batch["gt"]]
-        metrics.update(probs, targets)
+        kept = [i for i, keep in enumerate(real) if keep]
+        if kept:
+            metrics.update([probs[i] for i in kept], [targets[i] for i in kept])
         return probs
 
+    def _eval_loader(self, dataloader_idx: int) -> Any:
+        """The data loader of the running validation or test loop (None outside a trainer)."""
+        if self._trainer is None:
+            return None
+        trainer = self.trainer
+        loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+        if isinstance(loaders, list | tuple):
+            return loaders[dataloader_idx]
+        return loaders
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        probs = self._update(self.val_metrics, batch, self.protocol.validation)
+        probs = self._update(self.val_metrics, batch, self.protocol.validation, batch_idx)
         return {"probs": probs}
 
     def on_validation_epoch_end(self) -> None:
@@ -140,7 +161,8 @@ class WEFTModule(L.LightningModule):
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
         name = batch["dataset"][0]
-        probs = self._update(cast(SODMetrics, self.test_metrics[name]), batch, self.protocol.test)
+        metrics = cast(SODMetrics, self.test_metrics[name])
+        probs = self._update(metrics, batch, self.protocol.test, batch_idx, dataloader_idx)
         return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
 
     def on_test_epoch_end(self) -> None:
