@@ -53,13 +53,36 @@ def test_resume_checkpoint_picks_newest_last_or_hpc(tmp_path: Path) -> None:
     assert resume_checkpoint(tmp_path / "missing") is None
     (tmp_path / "a" / "checkpoints").mkdir(parents=True)
     older = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    older.write_bytes(b"0")
-    (tmp_path / "a" / "checkpoints" / "best-epoch=03.ckpt").write_bytes(b"0")
+    torch.save({"global_step": 1}, older)
+    torch.save({"global_step": 3}, tmp_path / "a" / "checkpoints" / "best-epoch=03.ckpt")
     assert resume_checkpoint(tmp_path) == older
     newer = tmp_path / "hpc_ckpt_2.ckpt"
-    newer.write_bytes(b"0")
+    torch.save({"global_step": 2}, newer)
     os.utime(older, (1, 1))
     assert resume_checkpoint(tmp_path) == newer
+
+
+def test_resume_skips_a_newer_incomplete_checkpoint_in_one_line(tmp_path: Path) -> None:
+    """A kill during a checkpoint write leaves a cut file: the intact older one is used."""
+    whole = tmp_path / "v0" / "last.ckpt"
+    whole.parent.mkdir()
+    torch.save({"global_step": 4, "weights": torch.ones(1000)}, whole)
+    os.utime(whole, (1, 1))
+    cut = tmp_path / "v1" / "last.ckpt"
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "last.ckpt").write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        assert resume_checkpoint(tmp_path) == whole
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2 and all("\n" not in m for m in messages)
+    assert str(cut) in messages[0] and "incomplete" in messages[0]
+    assert str(tmp_path / "v2" / "last.ckpt") in messages[1] and "empty" in messages[1]
+    cut.unlink()
+    (tmp_path / "v2" / "last.ckpt").unlink()
+    whole.unlink()
+    assert resume_checkpoint(tmp_path) is None
 
 
 def test_last_checkpoint_follows_every_epoch_when_the_score_gets_worse(tmp_path: Path) -> None:

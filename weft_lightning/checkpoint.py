@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -180,8 +182,28 @@ def stored_config(path: str | Path) -> str:
     return str(config)
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be resumed from, in a few words; None when it is a whole file.
+
+    A torch checkpoint is a zip archive whose directory is written last, so a file cut short by
+    a kill during its write has none; this is checked without reading the tensors.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "the file is incomplete (an interrupted write?) or not a torch checkpoint"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        return f"the archive is damaged ({error})"
+    return None
+
+
 def resume_checkpoint(root: str | Path) -> Path | None:
-    """The newest ``last*.ckpt`` or SLURM ``hpc_ckpt_*.ckpt`` under ``root`` (None if none).
+    """The newest whole ``last*.ckpt`` or SLURM ``hpc_ckpt_*.ckpt`` under ``root`` (None if
+    none); a newer file that is incomplete or damaged is skipped with a one-line warning.
 
     A resumed run logs into a new version folder, so ``--ckpt_path last`` must look at all the
     runs under the trainer's ``default_root_dir``, and a SLURM requeue checkpoint (written when
@@ -193,4 +215,9 @@ def resume_checkpoint(root: str | Path) -> Path | None:
     candidates = [
         p for p in root.rglob("*.ckpt") if p.name.startswith(("last", "hpc_ckpt_")) and p.is_file()
     ]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        warnings.warn(f"--ckpt_path last: skipping {path}: {problem}.", stacklevel=2)
+    return None
