@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import wandb
+import yaml
 from helpers import tiny_data_args
 from wandb.proto import wandb_internal_pb2
 
@@ -108,3 +111,34 @@ def test_offline_wandb_run_has_config_metrics_and_media(
     table = json.loads(next((media / "table" / "routing").glob("val_*.table.json")).read_text())
     assert table["columns"] == ["phase", "scale", "expert", "kernel", "chosen", "weight"]
     assert len(table["data"]) == 3
+
+
+@pytest.mark.slow
+def test_runs_sharing_a_wandb_folder_keep_their_own_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three runs with one save folder leave three resolved configs and three summaries."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = [
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--config", str(REPO / "configs" / "logger" / "wandb.yaml"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--trainer.logger.init_args.offline", "true",
+        "--trainer.default_root_dir", str(tmp_path / "runs"),
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1",
+        "--trainer.limit_val_batches", "1",
+        *tiny_data_args(tmp_path, 4, 2),
+    ]  # fmt: skip
+    weft = str(Path(sys.executable).parent / "weft")
+    for seed in (1, 2, 3):  # three processes, as three jobs of a user would be
+        command = [weft, "fit", *args, "--seed_everything", str(seed)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    configs = sorted((tmp_path / "runs").rglob("config.yaml"))
+    summaries = sorted((tmp_path / "runs").rglob("summary_fit.json"))
+    assert len(configs) == 3 and len(summaries) == 3
+    assert len({p.parent for p in configs}) == 3  # one folder per run
+    seeds = {yaml.safe_load(p.read_text())["seed_everything"] for p in configs}
+    assert seeds == {1, 2, 3}

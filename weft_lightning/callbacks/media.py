@@ -16,14 +16,21 @@ def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
 
 
 def run_folder(trainer: L.Trainer) -> Path:
-    """The run's log folder, as ``trainer.log_dir`` gives it but without its broadcast, so that
-    rank zero alone may ask (a lone collective call would hang a DDP run)."""
+    """The run's own log folder: ``trainer.log_dir`` for TensorBoard and CSV loggers (one
+    ``version_N`` per run), ``<save_dir>/<name>/<version>`` for other loggers such as W&B (whose
+    ``save_dir`` every run shares), the trainer's root without a logger. Unlike
+    ``trainer.log_dir`` it does not broadcast, so rank zero alone may ask (a lone collective
+    call would hang a DDP run)."""
     if not trainer.loggers:
         return Path(trainer.default_root_dir)
     logger = trainer.loggers[0]
     if isinstance(logger, TensorBoardLogger | CSVLogger):
         return Path(logger.log_dir)
-    return Path(logger.save_dir or trainer.default_root_dir)
+    save_dir = Path(logger.save_dir or trainer.default_root_dir)
+    version = logger.version  # W&B: the run's id once its run exists
+    if version is None:
+        return save_dir
+    return save_dir / str(logger.name or "runs") / str(version)
 
 
 def log_folder(trainer: L.Trainer, name: str) -> Path:
