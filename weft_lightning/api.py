@@ -81,10 +81,12 @@ class Predictor:
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
+    def __post_init__(self) -> None:
+        self._transform = eval_transform(self.stats.mean, self.stats.std)
+
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """An RGB uint8 image (H, W, 3) as the normalised tensor (3, H, W) the model takes."""
-        tensor = eval_transform(self.stats.mean, self.stats.std)(image=image)["image"]
-        return tensor.to(self.device)
+        return self._transform(image=image)["image"].to(self.device)
 
     def __call__(
         self, image: np.ndarray | str | Path, protocol: InferenceProtocol | None = None

@@ -182,10 +182,8 @@ def _view_scores(
     image: torch.Tensor, views: Sequence[View], scores: ScoreFn, protocol: InferenceProtocol
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per view: the sum of window scores and the window count per pixel."""
-    inputs = []
-    for view in views:
-        resized = resize_bilinear(image[None].float(), view.size)
-        inputs.append(resized.flip(-1) if view.flip else resized)
+    resized = {view.size: resize_bilinear(image[None].float(), view.size) for view in views}
+    inputs = [resized[v.size].flip(-1) if v.flip else resized[v.size] for v in views]
     totals: list[torch.Tensor | None] = [None] * len(views)
     counts = [image.new_zeros((1, 1, *view.size), dtype=torch.float32) for view in views]
     for group in _crop_groups(views, protocol):

@@ -30,7 +30,7 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
                 logger.experiment  # noqa: B018  (creates the run: its id names the folder)
             folder = str(run_folder(trainer))
         folder = trainer.strategy.broadcast(folder)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.save_to_log_dir:
             assert folder is not None
             Path(folder).mkdir(parents=True, exist_ok=True)
             self.parser.save(
@@ -40,6 +40,7 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
                 overwrite=self.overwrite,
                 multifile=self.multifile,
             )
+        if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from jsonargparse import ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter
 
 from weft_lightning import __version__
 
@@ -88,8 +88,6 @@ def fail(prog: str, message: str, status: int = EXIT_PROBLEMS) -> int:
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
     """Run a command with the exit convention; ``--help``/``--version`` exits become status 0."""
-    from jsonargparse import ArgumentError
-
     try:
         return int(command() or EXIT_OK)
     except SystemExit as exit_:
