@@ -18,7 +18,7 @@ LAYERS = (
     ("evaluation", "inference", "checkpoint"),
     ("module", "callbacks"),
     ("config_files", "lightning_cli"),
-    ("api",),
+    ("api", "experiments"),
     ("cli",),
 )
 

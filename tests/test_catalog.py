@@ -5,13 +5,16 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from weft_lightning.data.catalog import (
     DATASETS,
     DOMAINS,
     LayoutError,
     count_files,
+    dataset_name,
     detect_layout,
     domain_sets,
     find_dataset,
@@ -192,3 +195,43 @@ def test_catalog_is_consistent() -> None:
             assert DATASETS[name].domain == domain.name
     assert DATASETS["DUTS"].counts == {"train": 10553, "test": 5019}
     assert sum(DATASETS[n].counts["train"] for n in ("Kvasir-SEG", "CVC-ClinicDB")) == 1450
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [
+        ("ECSSD/images", "ECSSD"),
+        ("TestDataset/CVC-ClinicDB/images", "CVC-ClinicDB"),
+        ("COD10K/Test/GT_Object", "COD10K"),
+        ("CVC-ClinicDB/Ground Truth", "CVC-ClinicDB"),
+        ("CAMO/Images/Test", "CAMO"),
+        ("EORSSD/test/masks", "EORSSD"),
+        ("photos", "photos"),
+    ],
+)
+def test_outputs_are_named_by_dataset_not_by_split_folder(
+    folder: str, name: str, tmp_path: Path
+) -> None:
+    assert dataset_name(tmp_path / folder) == name
+
+
+def test_predicting_two_folders_named_images_keeps_them_apart(tmp_path: Path) -> None:
+    from weft_lightning.data import SegmentationDataModule
+
+    names = []
+    for dataset in ("ECSSD", "TestDataset/CVC-ClinicDB"):
+        images = tmp_path / dataset / "images"
+        images.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+        module = SegmentationDataModule(predict_dir=str(images), num_workers=0)
+        module.setup("predict")
+        names.append(module.predict_set.name)
+    assert names == ["ECSSD", "CVC-ClinicDB"]
+
+
+def test_two_copies_of_a_dataset_warn_which_one_is_used(tmp_path: Path) -> None:
+    for folder in ("CVC-ClinicDB", "TestDataset/CVC-ClinicDB"):
+        (tmp_path / folder / "images").mkdir(parents=True)
+    with pytest.warns(UserWarning, match=r"CVC-ClinicDB is under .* 2 times; using .*CVC-ClinicDB"):
+        found = find_dataset(tmp_path, "CVC-ClinicDB")
+    assert found == tmp_path / "CVC-ClinicDB"

@@ -15,6 +15,7 @@ from weft_lightning.callbacks import ModelCheckpoint
 from weft_lightning.checkpoint import (
     CONFIG_KEY,
     FORMAT_KEY,
+    AtomicCheckpointIO,
     backbone_identity,
     fingerprint,
     read_checkpoint,
@@ -110,6 +111,7 @@ def test_last_checkpoint_follows_every_epoch_when_the_score_gets_worse(tmp_path:
     assert read_checkpoint(callback.best_model_path)["global_step"] == 2
     assert Path(callback.last_model_path).name == "last.ckpt"
     assert read_checkpoint(callback.last_model_path)["global_step"] == trainer.global_step == 6
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # every file atomic
 
 
 def test_checkpoint_keeps_trainable_weights_and_reloads(
@@ -168,3 +170,45 @@ def test_paper_preset_checkpoint_is_small(
         )
     assert on_disk < 250e6
     assert trainable + frozen > 7 * on_disk
+
+
+def test_a_resumed_run_keeps_the_best_checkpoint_of_the_whole_run(tmp_path: Path) -> None:
+    """Resuming writes into a new version folder; a worse epoch after the resume must not
+    become `best` (stock Lightning forgets the earlier folder's scores)."""
+    import lightning as L
+
+    best = tmp_path / "version_0" / "checkpoints" / "best-epoch=02.ckpt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"weights")
+    before = ModelCheckpoint(dirpath=best.parent, monitor="val/sm", mode="max")
+    before.best_k_models = {str(best): torch.tensor(0.4748)}
+    before.best_model_path, before.best_model_score = str(best), torch.tensor(0.4748)
+    before.kth_best_model_path, before.kth_value = str(best), torch.tensor(0.4748)
+
+    resumed = ModelCheckpoint(
+        dirpath=tmp_path / "version_1" / "checkpoints", monitor="val/sm", mode="max"
+    )
+    resumed.load_state_dict(before.state_dict())
+    assert resumed.best_model_path == str(best)
+    assert float(resumed.best_model_score) == pytest.approx(0.4748)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    assert not resumed.check_monitor_top_k(trainer, torch.tensor(0.4702))  # worse: kept out
+    assert resumed.check_monitor_top_k(trainer, torch.tensor(0.4800))  # better: replaces it
+
+
+class _CutShort:
+    """Pickling this object fails half-way through a checkpoint write (as a kill would)."""
+
+    def __reduce__(self) -> tuple:
+        raise KeyboardInterrupt
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    writer = AtomicCheckpointIO()
+    writer.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    big = {"state_dict": {"w": torch.zeros(1 << 20)}, "global_step": 2, "cut": _CutShort()}
+    with pytest.raises(KeyboardInterrupt):
+        writer.save_checkpoint(big, path)
+    assert read_checkpoint(path)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file left

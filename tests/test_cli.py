@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ def readme_commands() -> list[list[str]]:
         line = line.split("#")[0].split(">")[0]
         for name, value in variables.items():
             line = line.replace(f"${name}", value)
-        if "my_run.yaml" not in line:  # the user's own file, written by the line before
+        if "my_run.yaml" not in line and "lightning_logs" not in line:  # files runs write
             commands.append(line.split())
     return commands
 
@@ -178,3 +179,74 @@ def test_checkpoints_load_weights_only_unless_told_otherwise(
     assert main(["test", *args]) == 0
     assert main(["test", *args, "--weights_only=false"]) == 0
     assert [kwargs["weights_only"] for kwargs in seen] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--model.init_args.lrr", "1"],
+            "model: Option 'lrr' is not accepted (did you mean 'lr'?)",
+        ),
+        (["--trainer.max_stepz", "1"], "(did you mean 'max_steps'?)"),
+        (
+            ["--model.init_args.segmentor.init_args.backbone.init_args.topk", "1"],
+            "model.segmentor.backbone: Option 'topk' is not accepted (did you mean 'top_k'?)",
+        ),
+    ],
+)
+def test_a_misspelled_key_gets_one_line_with_the_closest_key(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(REPO / "configs" / "demo.yaml")
+    assert main(["fit", "--config", config, *args, "--print_config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("weft: error:") and expected in err[0], err
+
+
+def test_a_demo_model_is_tested_on_a_cod_folder_with_the_readme_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`weft test --config RUN_CONFIG --ckpt_path best --data configs/data/cod_present.yaml`:
+    the model from the trained run, the data from the data config alone."""
+
+    assert main(["fit", *tiny_demo_args(tmp_path)]) == 0
+    run_config = next((tmp_path / "run").rglob("config.yaml"))
+    camo = tmp_path / "COD" / "TestDataset" / "CAMO"
+    for sub, target in (("images", "Imgs"), ("masks", "GT")):
+        shutil.copytree(REPO / "tests" / "data" / "samples" / "CAMO" / sub, camo / target)
+    data = str(REPO / "configs" / "data" / "cod_present.yaml")
+    command = ["test", "--config", str(run_config), "--ckpt_path", "best", "--data", data]
+    command += ["--data.init_args.root", str(tmp_path / "COD"), "--data.init_args.num_workers", "0"]
+    assert main(command) == 0
+    summaries = sorted(
+        (tmp_path / "run").rglob("summary_test.json"), key=lambda p: p.stat().st_mtime
+    )
+    tested = json.loads(summaries[-1].read_text())["metrics"]
+    assert set(k.split("/")[1] for k in tested) == {"CAMO"}
+
+    scores = tmp_path / "eval.json"
+    maps = tmp_path / "run" / "predictions" / "CAMO"
+    assert (
+        main(["eval", "--pred-dir", str(maps), "--gt-dir", str(camo / "GT"), "--json", str(scores)])
+        == 0
+    )
+    capsys.readouterr()
+    evaluated = json.loads(scores.read_text())["results"]["CAMO"]["CAMO"]  # method, dataset
+    for key, value in tested.items():
+        assert evaluated[key.split("/")[2]] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("root", [None, "missing"])
+def test_a_missing_data_root_is_one_line_naming_it(
+    root: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(REPO / "configs" / "data" / "cod_present.yaml")
+    args = ["test", "--config", str(REPO / "configs" / "demo.yaml"), "--data", data]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run")]
+    if root is not None:
+        args += ["--data.root", str(tmp_path / root)]
+    assert main(args) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "No test sets under data.root=" in err[0], err
+    assert (str(tmp_path / root) + " (does not exist)" if root else "null (not set)") in err[0]

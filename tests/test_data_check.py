@@ -168,3 +168,29 @@ def test_folder_of_datasets_checks_each(tmp_path: Path, capsys: pytest.CaptureFi
     assert "split ECSSD/test: 1 images" in out and "split EORSSD/train: 1 images" in out
     assert "Dataset EORSSD: train split has 1 images" in out
     assert "Dataset ECSSD: test split has 1 images" in out
+
+
+def test_images_without_masks_exit_1_naming_the_folders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "ds" / "images"
+    images.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / f"a{i}.jpg")
+    assert main(["check", str(tmp_path / "ds")]) == 1
+    out = capsys.readouterr().out
+    assert "no usable pairs" in out and str(images) in out and "no mask folder" in out
+
+
+def test_os_litter_is_ignored_with_a_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(2):
+        _pair(tmp_path / "ds" / "train", f"a{i}")
+    _pair(tmp_path / "ds" / "test", "b0")
+    for folder in ("train/images", "train/masks"):
+        (tmp_path / "ds" / folder / ".DS_Store").write_bytes(b"\x00\x01")
+    (tmp_path / "ds" / "train" / "images" / "Thumbs.db").write_bytes(b"\x00")
+    assert main(["check", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "Problems: none" in out and "2 OS/hidden files (.DS_Store, Thumbs.db)" in out

@@ -66,3 +66,52 @@ def test_undecodable_image_is_named(tmp_path: Path) -> None:
     dataset = PairedFolderDataset(tmp_path / "images", tmp_path / "masks")
     with pytest.raises(OSError, match=r"bad\.jpg"):
         dataset[0]
+
+
+def _multiband_copies(root: Path, count: int = 3) -> tuple[Path, Path, Path]:
+    """The same scenes as 8-bit RGB PNGs and as 4-band uint16 GeoTIFF-style planar TIFFs."""
+    import tifffile
+
+    rgb, tif, masks = root / "rgb", root / "tif", root / "masks"
+    for folder in (rgb, tif, masks):
+        folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(rgb / f"s{i}.png")
+        wide = image.astype(np.uint16) * 257  # the same values on the 16-bit scale
+        nir = rng.integers(0, 65536, (24, 32, 1), dtype=np.uint16)
+        planar = np.moveaxis(np.concatenate([wide, nir], axis=2), -1, 0)
+        tifffile.imwrite(tif / f"s{i}.tif", planar, photometric="minisblack")
+        Image.fromarray((image[..., 0] > 128).astype(np.uint8) * 255).save(masks / f"s{i}.png")
+    return rgb, tif, masks
+
+
+def test_a_4band_uint16_tiff_reads_like_its_8bit_copy_when_bands_and_scaling_are_given(
+    tmp_path: Path,
+) -> None:
+    from weft_lightning.data.image_io import ImageReading
+    from weft_lightning.data.transforms import eval_transform
+
+    rgb, tif, masks = _multiband_copies(tmp_path)
+    transform = eval_transform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    plain = PairedFolderDataset(rgb, masks, transform, keep_original=True)
+    reading = ImageReading(bands=(0, 1, 2), scaling="range", value_range=(0, 65535))
+    with pytest.warns(UserWarning, match=r"bands \[0, 1, 2\] of 4 as RGB; uint16 values") as notes:
+        wide = PairedFolderDataset(tif, masks, transform, keep_original=True, reading=reading)
+        items = [wide[i] for i in range(len(wide))]
+    assert len([n for n in notes if "Dataset" in str(n.message)]) == 1  # once, not per image
+    for i, item in enumerate(items):
+        np.testing.assert_array_equal(item["image"].numpy(), plain[i]["image"].numpy())
+        np.testing.assert_array_equal(item["gt"], plain[i]["gt"])
+
+
+def test_an_unset_band_choice_is_said_once_and_a_missing_band_is_an_error(tmp_path: Path) -> None:
+    from weft_lightning.data.dataset import DataFileError
+    from weft_lightning.data.image_io import ImageReading
+
+    _, tif, masks = _multiband_copies(tmp_path)
+    with pytest.warns(UserWarning, match="the first 3 of 4 bands as RGB"):
+        PairedFolderDataset(tif, masks)
+    with pytest.raises(DataFileError, match=r"s0\.tif has 4 band\(s\)"), pytest.warns(UserWarning):
+        PairedFolderDataset(tif, masks, reading=ImageReading(bands=(0, 1, 7)))[0]

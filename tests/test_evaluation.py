@@ -183,3 +183,21 @@ def test_in_training_values_equal_values_from_saved_pngs(tmp_path: Path) -> None
     assert main([*args, "--dataset", "d", "--json", str(out)]) == 0
     saved = json.loads(out.read_text())["results"]["m"]["d"]
     assert saved == {k: float(v) for k, v in metric.compute().items()}
+
+
+def test_rgb_jpeg_predictions_are_scored_with_a_one_line_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    preds, gts = tmp_path / "preds", tmp_path / "ECSSD" / "masks"
+    preds.mkdir()
+    gts.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        gt = (rng.random((20, 24)) > 0.5).astype(np.uint8) * 255
+        Image.fromarray(gt).save(gts / f"m{i}.png")
+        Image.fromarray(np.stack([gt] * 3, axis=2)).save(preds / f"m{i}.jpg", quality=95)
+    assert main(["--pred-dir", str(preds), "--gt-dir", str(gts)]) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if "not all 8-bit grayscale PNGs" in line]
+    assert len(notes) == 1 and "3 JPEG RGB" in notes[0]
+    assert "ECSSD" in captured.out  # named by the dataset, not by its mask folder

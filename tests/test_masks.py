@@ -84,6 +84,17 @@ def test_coloured_palette_is_a_class_index_mask(tmp_path: Path, truth: np.ndarra
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_16bit_file_holding_an_8bit_mask_keeps_its_meaning(
+    tmp_path: Path, truth: np.ndarray, suffix: str
+) -> None:
+    """0/255 saved in a 16-bit file scores like its 8-bit copy (its high byte is all zero)."""
+    path = tmp_path / f"m{suffix}"
+    cv2.imwrite(str(path), truth.astype(np.uint16))
+    assert Image.open(path).mode.startswith("I")
+    np.testing.assert_array_equal(read_mask(path), truth)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_16bit_masks_keep_their_high_byte(tmp_path: Path, truth: np.ndarray, suffix: str) -> None:
     wide = truth.astype(np.uint16) * 257
     wide[0, 2] = 33023  # high byte 128: background

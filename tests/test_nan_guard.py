@@ -11,7 +11,7 @@ import torch
 from helpers import tiny_data_args
 from lightning.pytorch.callbacks import Callback
 
-from weft_lightning.callbacks import NaNGuard, NonFiniteLossError
+from weft_lightning.callbacks import NaNGuard, NonFiniteError
 from weft_lightning.lightning_cli import build_cli
 
 REPO = Path(__file__).parents[1]
@@ -62,7 +62,7 @@ def run(tmp_path: Path, action: str, corrupt: CorruptBatch) -> tuple[L.Trainer, 
 
 def test_nan_loss_stops_the_run_naming_the_step(tmp_path: Path) -> None:
     corrupt = CorruptBatch(batch_index=1)
-    with pytest.raises(NonFiniteLossError, match=r"global step 1 \(epoch 0, batch 1\)"):
+    with pytest.raises(NonFiniteError, match=r"global step 1 \(epoch 0, batch 1\)"):
         run(tmp_path, "stop", corrupt)
     assert corrupt.before and not corrupt.after
 
@@ -84,3 +84,32 @@ def test_nan_loss_skips_the_batch_when_asked(tmp_path: Path) -> None:
 def test_bad_action_is_refused() -> None:
     with pytest.raises(ValueError, match="action must be one of"):
         NaNGuard(action="ignore")
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_a_finite_last_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lr 1000: the losses stay finite while the weights explode and the maps turn NaN."""
+    from weft_lightning.checkpoint import read_checkpoint
+    from weft_lightning.cli import main
+
+    args = [
+        "fit",
+        "--config", str(Path(__file__).parents[1] / "configs" / "demo.yaml"),
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--model.init_args.lr", "1000",
+        "--trainer.max_epochs", "6",
+        "--trainer.limit_train_batches", "3",
+        "--trainer.enable_progress_bar", "false",
+        *tiny_data_args(tmp_path, 12, 4),
+    ]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("weft: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert "NaN or infinite" in lines[0] and "global step" in lines[0]
+    assert "learning rate" in lines[0]
+    lasts = list((tmp_path / "run").rglob("last.ckpt"))
+    assert lasts, "an earlier epoch's checkpoint is kept"
+    state = read_checkpoint(lasts[0])["state_dict"]
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())

@@ -1,8 +1,11 @@
-"""Exact resume: a run killed with SIGKILL and resumed with `--ckpt_path last` ends with the same
-trainable weights, optimiser and schedule state as an uninterrupted run with the same seed."""
+"""Exact resume, as a kill-and-resume campaign: a run killed with SIGKILL mid-epoch, during a
+checkpoint write or after its last validation, with 0 or 2 loader workers, and resumed with
+`--ckpt_path last`, ends with the same trainable weights, optimiser state, logged metrics and
+best checkpoint as the uninterrupted run with the same seed."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -15,6 +18,7 @@ import torch
 from helpers import tiny_data_args
 
 from weft_lightning.checkpoint import read_checkpoint
+from weft_lightning.lightning_cli import find_checkpoint
 
 REPO = Path(__file__).parents[1]
 EPOCHS = 4
@@ -41,7 +45,7 @@ model:
 """
 
 
-def fit_command(tmp_path: Path, root: Path) -> list[str]:
+def fit_command(tmp_path: Path, root: Path, workers: int = 0) -> list[str]:
     """`weft fit` of a tiny WEFT for EPOCHS short epochs, deterministic, with augmentation."""
     tiny = tmp_path / "tiny_weft.yaml"
     tiny.write_text(TINY_WEFT)
@@ -55,7 +59,14 @@ def fit_command(tmp_path: Path, root: Path) -> list[str]:
         "--trainer.limit_train_batches", "3",
         "--trainer.limit_val_batches", "1",
         *tiny_data_args(tmp_path, 12, 2),
+        "--data.init_args.num_workers", str(workers),
     ]  # fmt: skip
+
+
+def best_of(checkpoint: dict) -> tuple[str, float]:
+    """The file name and score of the best checkpoint recorded in a checkpoint."""
+    state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    return Path(state["best_model_path"]).name, float(state["best_model_score"])
 
 
 def newest_last(root: Path) -> Path | None:
@@ -69,42 +80,113 @@ def run(command: list[str]) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def kill_after_first_checkpoint(command: list[str], root: Path) -> dict:
-    """Start the run, SIGKILL it once a complete checkpoint exists, return that checkpoint."""
+def _readable_last(root: Path) -> dict | None:
+    path = newest_last(root)
+    if path is None:
+        return None
+    try:
+        return read_checkpoint(path)
+    except (ValueError, RuntimeError, EOFError):
+        return None  # still being written
+
+
+def _writing(root: Path) -> bool:
+    folder = root / "lightning_logs" / "version_0" / "checkpoints"
+    try:
+        return any(entry.name.endswith(".partial") for entry in os.scandir(folder))
+    except FileNotFoundError:
+        return False
+
+
+KILL_POINTS = {
+    # the first epoch's checkpoint exists and the second epoch is running
+    "mid_epoch": lambda root: (c := _readable_last(root)) is not None and c["epoch"] == 0,
+    # a later checkpoint is half written (the atomic writer's hidden partial file exists)
+    "checkpoint_write": lambda root: _readable_last_fast(root) and _writing(root),
+    # the last epoch's validation and checkpoint are done, the process has not ended yet
+    "after_last_validation": lambda root: (
+        (c := _readable_last(root)) is not None and c["epoch"] == EPOCHS - 1
+    ),
+}
+
+
+def _readable_last_fast(root: Path) -> bool:
+    return (root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def kill_at(command: list[str], root: Path, point: str) -> None:
+    """Start the run and SIGKILL it at ``point`` (see KILL_POINTS)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    reached = KILL_POINTS[point]
     deadline = time.monotonic() + 900
-    checkpoint = None
-    while checkpoint is None and time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before it could be killed"
-        path = newest_last(root)
-        if path is not None:
-            try:
-                checkpoint = read_checkpoint(path)
-            except (ValueError, RuntimeError, EOFError):
-                checkpoint = None  # still being written
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
+    while not reached(root) and time.monotonic() < deadline:
+        assert process.poll() is None, f"the run ended before {point}"
+        time.sleep(0.0002 if point == "checkpoint_write" else 0.02)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
-    assert checkpoint is not None
-    return checkpoint
+
+
+def logged_metrics(root: Path) -> dict[tuple[str, int], str]:
+    """Every logged (metric, step) -> value over the run's CSV logs, later versions last."""
+    values: dict[tuple[str, int], str] = {}
+    for path in sorted(root.rglob("metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with path.open() as file:
+            for row in csv.DictReader(file):
+                for key, value in row.items():
+                    if key not in ("step", "epoch") and value not in ("", None):
+                        values[key, int(row["step"])] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """One uninterrupted run per worker count, shared by the kill points."""
+    roots = {}
+    for workers in (0, 2):
+        folder = tmp_path_factory.mktemp(f"whole{workers}")
+        run(fit_command(folder, folder / "run", workers))
+        roots[workers] = folder / "run"
+    return roots
+
+
+# Known gap (issue 18): with loader workers, a run resumed from a checkpoint written at an
+# epoch's validation makes its training iterator before Lightning restores the loop state, and
+# the workers fetch that iterator's samples at once, so the next epoch replays the finished
+# epoch's order. Strict: these cases fail the suite the day they pass.
+_WORKERS_GAP = pytest.mark.xfail(
+    strict=True, reason="workers: iterator made before the loop state is restored"
+)
+CASES = [
+    pytest.param(
+        workers, point, marks=_WORKERS_GAP if workers and point != "after_last_validation" else ()
+    )
+    for workers in (0, 2)
+    for point in KILL_POINTS
+]
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    run(fit_command(tmp_path, whole))
-    interrupted = kill_after_first_checkpoint(fit_command(tmp_path, broken), broken)
-    assert interrupted["epoch"] < EPOCHS - 1  # killed with training left to do
-    run([*fit_command(tmp_path, broken), "--ckpt_path", "last"])
+@pytest.mark.parametrize(("workers", "point"), CASES)
+def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(
+    workers: int, point: str, uninterrupted: dict[int, Path], tmp_path: Path
+) -> None:
+    whole, broken = uninterrupted[workers], tmp_path / "broken"
+    kill_at(fit_command(tmp_path, broken, workers), broken, point)
+    kept = newest_last(broken)
+    assert kept is not None and read_checkpoint(kept)  # a valid checkpoint survived the kill
+    resumed_run = subprocess.run(
+        [*fit_command(tmp_path, broken, workers), "--ckpt_path", "last"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=900,
+    )  # fmt: skip
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    assert "starting from scratch" not in resumed_run.stderr
 
     expected = read_checkpoint(newest_last(whole))
     resumed = read_checkpoint(newest_last(broken))
     assert resumed["global_step"] == expected["global_step"] == EPOCHS * 3
     assert resumed["epoch"] == expected["epoch"]
-    assert resumed["lr_schedulers"][0]["last_epoch"] == expected["lr_schedulers"][0]["last_epoch"]
     assert resumed["state_dict"].keys() == expected["state_dict"].keys()
     for key, value in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
@@ -115,3 +197,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None
     )
     for mine, theirs in moments:
         assert torch.equal(mine["exp_avg"], theirs["exp_avg"])
+    assert logged_metrics(broken) == logged_metrics(whole)
+    # `best` is the best of the whole run, whichever side of the kill it was on
+    assert best_of(resumed) == best_of(expected)
+    assert find_checkpoint(broken, "best").name == best_of(expected)[0]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from weft_lightning.checkpoint import read_checkpoint, restore_checkpoint, stored_config
+from weft_lightning.checkpoint import lightning_checkpoint, restore_checkpoint, stored_config
 from weft_lightning.data.catalog import Stats
 from weft_lightning.data.dataset import list_images, read_image
 from weft_lightning.data.transforms import eval_transform
@@ -114,7 +114,7 @@ def load_model(
             ["--config", str(config), *overrides, "--trainer.logger", "false"], run=False
         )
     module: WEFTModule = cli.model
-    checkpoint = read_checkpoint(path)
+    checkpoint = lightning_checkpoint(path)
     restore_checkpoint(module, checkpoint, str(path))
     module.load_state_dict(checkpoint["state_dict"])
     module.to(device).eval()

@@ -11,7 +11,10 @@ the fingerprint and refuses a checkpoint that was written for a different backbo
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 import random
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,16 +22,23 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 FORMAT_KEY = "weft_checkpoint"
 RNG_KEY = "weft_rng_states"
 CONFIG_KEY = "weft_config"
+WORLD_SIZE_KEY = "weft_world_size"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 26
 
 
-class BackboneMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, unsafe, foreign, non-finite or of another
+    model; the message names the file and what is wrong."""
+
+
+class BackboneMismatchError(CheckpointError):
     """A trainable-only checkpoint met a model with another frozen backbone than its own."""
 
 
@@ -103,16 +113,23 @@ def slim_checkpoint(module: nn.Module, checkpoint: dict[str, Any]) -> None:
 
 
 def restore_checkpoint(module: nn.Module, checkpoint: dict[str, Any], source: str = "") -> None:
-    """Refill the frozen weights of a trainable-only checkpoint from ``module`` after checking them.
-
-    Full checkpoints (without the identity record) pass through unchanged.
+    """Refill the frozen weights of a trainable-only checkpoint from ``module`` after checking
+    them; then check that every weight fits the model and is finite (full checkpoints too).
 
     Raises:
         BackboneMismatchError: the model's frozen backbone differs from the checkpoint's.
+        CheckpointError: a weight of another shape, a missing or extra weight, a NaN.
     """
     record = checkpoint.get(FORMAT_KEY)
-    if record is None:
-        return
+    state = checkpoint.setdefault("state_dict", {})
+    if record is not None:
+        _check_backbone(module, record, source)
+        for name, param in frozen_parameters(module).items():
+            state.setdefault(name, param.detach())
+    check_fits(module, state, source)
+
+
+def _check_backbone(module: nn.Module, record: dict[str, Any], source: str) -> None:
     saved = record.get("backbone", {})
     current = backbone_identity(module)
     if saved.get("fingerprint") != current["fingerprint"]:
@@ -125,9 +142,43 @@ def restore_checkpoint(module: nn.Module, checkpoint: dict[str, Any], source: st
             "the same seed_everything (the run's config is stored in the checkpoint, see "
             "weft_lightning.checkpoint.stored_config)."
         )
-    state = checkpoint.setdefault("state_dict", {})
-    for name, param in frozen_parameters(module).items():
-        state.setdefault(name, param.detach())
+
+
+def _examples(names: list[str]) -> str:
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return f"{names[0]}{more}"
+
+
+def check_fits(module: nn.Module, state: dict[str, Any], source: str = "") -> None:
+    """Refuse weights that do not fit ``module`` (other widths, other parts) or that are not
+    finite, in one message naming the first tensor (with both shapes) and the count."""
+    name = f"Checkpoint {source}" if source else "The checkpoint"
+    advice = "build the model with the config of the run that wrote it (stored in the checkpoint)"
+    own = module.state_dict()
+    shapes = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if shapes:
+        first = shapes[0]
+        raise CheckpointError(
+            f"{name} does not fit the model: {_examples(shapes)} has shape "
+            f"{tuple(state[first].shape)} in the checkpoint but {tuple(own[first].shape)} in the "
+            f"model; {advice}."
+        )
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        parts = [f"lacks {_examples(missing)}"] if missing else []
+        parts += [f"holds {_examples(extra)}, which the model has not"] if extra else []
+        raise CheckpointError(f"{name} is for another model: it {'; it '.join(parts)}; {advice}.")
+    bad = [
+        k
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{name} holds NaN or infinite weights ({_examples(bad)}); it is refused. Use an "
+            "earlier checkpoint of the run."
+        )
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -158,17 +209,62 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint file on the CPU, with one clear error when it cannot be read."""
+    """Load a checkpoint file on the CPU weights-only (never running code from it, whatever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says); one :class:`CheckpointError` naming the file
+    when it is missing, empty, cut short, not a torch file or unsafe."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"Checkpoint {path} cannot be read: {problem}.")
+    forced = os.environ.pop(_FORCE_UNSAFE, None)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"Checkpoint {path} holds Python objects whose loading would run code "
+            f"({_unsafe_global(error)}); weft loads checkpoints weights-only and refused it. "
+            "Load only files you trust."
+        ) from None
     except Exception as error:
-        raise ValueError(
-            f"Could not read checkpoint {path} ({error}); the file may be truncated by an "
-            "interrupted save. Use an earlier checkpoint of the run."
-        ) from error
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read ({_first_line(error)}); the file may be "
+            "truncated by an interrupted save: use an earlier checkpoint of the run."
+        ) from None
+    finally:
+        if forced is not None:
+            os.environ[_FORCE_UNSAFE] = forced
+
+
+_FORCE_UNSAFE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def _unsafe_global(error: BaseException) -> str:
+    """``it calls getattr``: the global that torch's weights-only unpickler refused."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    return f"it calls {found.group(1)}" if found else "objects outside tensors and containers"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0].rstrip(".") if text else type(error).__name__
+
+
+def lightning_checkpoint(path: str | Path) -> dict[str, Any]:
+    """:func:`read_checkpoint`, also refusing a file that is not a Lightning training
+    checkpoint (a plain state dict, another program's file)."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        tensors = isinstance(checkpoint, dict) and all(
+            torch.is_tensor(v) for v in checkpoint.values()
+        )
+        what = f"a plain state dict of {len(checkpoint)} tensors" if tensors else "no state_dict"
+        raise CheckpointError(
+            f"Checkpoint {path} is not a training checkpoint of weft fit (it holds {what}); "
+            "give a .ckpt written by `weft fit`, or convert released weights with `weft convert`."
+        )
+    return checkpoint
 
 
 def stored_config(path: str | Path) -> str:
@@ -221,3 +317,43 @@ def resume_checkpoint(root: str | Path) -> Path | None:
             return path
         warnings.warn(f"--ckpt_path last: skipping {path}: {problem}.", stacklevel=2)
     return None
+
+
+def recorded_best(path: str | Path) -> Path | None:
+    """The best checkpoint that a ModelCheckpoint recorded in checkpoint ``path`` (its
+    ``best_model_path``), when that file still exists; None otherwise."""
+    try:
+        callbacks = read_checkpoint(path).get("callbacks", {})
+    except ValueError:
+        return None
+    for key, state in callbacks.items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(state, dict):
+            best = state.get("best_model_path")
+            if best and Path(best).is_file():
+                return Path(best)
+    return None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint files written whole or not at all: into a hidden ``.NAME.partial`` file
+    beside the target, flushed to disk, then renamed over it (a rename within a folder is
+    atomic). A kill during the write leaves the previous checkpoint intact, whatever the
+    Lightning and fsspec versions do; remote URLs keep Lightning's own writer."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with partial.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)

@@ -18,6 +18,8 @@ jsonargparse allows.
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,13 +57,21 @@ def config_bases(path: Path, _chain: tuple[Path, ...] = ()) -> list[Path]:
 
 
 def expand_config_args(argv: Sequence[str]) -> list[str]:
-    """Command-line arguments with every ``--config FILE`` replaced by its stack of files."""
+    """Command-line arguments with every ``--config FILE`` replaced by its stack of files, and
+    every ``--model FILE``/``--data FILE`` made the whole section (``--data=null`` first, so
+    that nothing of the configs before it is merged in: a trained run's model evaluated on
+    another domain's data takes the data from that file alone)."""
     args = list(argv)
     out: list[str] = []
+    stacked: list[list[Path]] = []  # the files of each --config, bases first
     index = 0
     while index < len(args):
         arg = args[index]
         value: str | None = None
+        if arg in _SECTION_FLAGS and index + 1 < len(args) and _is_yaml(args[index + 1]):
+            out += [f"{arg}=null", arg, args[index + 1]]
+            index += 2
+            continue
         if arg in _CONFIG_FLAGS and index + 1 < len(args):
             value, index = args[index + 1], index + 2
         elif arg.startswith("--config="):
@@ -74,9 +84,72 @@ def expand_config_args(argv: Sequence[str]) -> list[str]:
         files = config_bases(path) if path.is_file() else [value]
         for file in files:
             out += ["--config", str(file)]
+        if path.is_file():
+            stacked.append([Path(f) for f in files])
         if len(files) > 1:  # applied: the resolved config names no files relative to others
             out.append(f"--{EXTENDS_KEY}=null")
+    _warn_model_merge(stacked)
     return out
+
+
+_SECTION_FLAGS = ("--model", "--data")
+
+
+def _is_yaml(value: str) -> bool:
+    return value.endswith((".yaml", ".yml")) and Path(value).is_file()
+
+
+def _defines_model(config: Any) -> bool:
+    """A config that builds a whole model (its class, or a whole segmentor), not one that
+    changes a few of its keys (as the ablation configs do)."""
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, str):
+        return True
+    if not isinstance(model, dict):
+        return False
+    segmentor = (model.get("init_args") or {}).get("segmentor")
+    return (
+        "class_path" in model
+        or isinstance(segmentor, str)
+        or (isinstance(segmentor, dict) and "class_path" in segmentor)
+    )
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}"))
+    return out
+
+
+def _warn_model_merge(stacked: list[list[Path]]) -> None:
+    """One line when two configs given with ``--config`` each define a whole model (in the
+    file or a base it extends): the run's model is then a key-by-key merge of both, which is
+    rarely what was meant. A config overriding the model of its own base is not warned."""
+    defining = []
+    for group, files in enumerate(stacked):
+        for path in files:
+            try:
+                content = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if _defines_model(content):
+                defining.append((group, path, _flat(content["model"], "model")))
+    pairs = itertools.pairwise(defining)
+    for (group, first, earlier), (later_group, later, keys) in pairs:
+        if group == later_group:
+            continue
+        changed = sorted(k for k in keys if k in earlier and earlier[k] != keys[k])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        warnings.warn(
+            f"{later} and {first} both define a model; the run merges them key by key"
+            + (f" ({later} overrides {', '.join(changed[:4])}{more})" if changed else "")
+            + ". To test a trained model on other data, keep its config and give the data "
+            "alone: --data configs/data/<domain>.yaml.",
+            stacklevel=2,
+        )
 
 
 def _extends_of(path: Path) -> list[str]:

@@ -6,34 +6,50 @@ that read configs use :func:`build_cli` with ``run=False``.
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
+import logging
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
-from weft_lightning.callbacks import LoggerSaveConfigCallback, RunSummary
+from weft_lightning.callbacks import ExperimentRun, LoggerSaveConfigCallback, RunSummary
 from weft_lightning.callbacks.nan_guard import NaNGuard
-from weft_lightning.checkpoint import resume_checkpoint
+from weft_lightning.checkpoint import lightning_checkpoint, recorded_best, resume_checkpoint
 from weft_lightning.config_files import EXTENDS_KEY, expand_config_args
 from weft_lightning.data.datamodule import SegmentationDataModule
 from weft_lightning.module import WEFTModule
 
-__all__ = ["WEFTLightningCLI", "build_cli", "find_checkpoint"]
+__all__ = [
+    "WEFTLightningCLI",
+    "argument_problem",
+    "build_cli",
+    "find_checkpoint",
+    "resolved_config",
+]
 
 
 def find_checkpoint(root: Path, which: str) -> Path:
     """The ``best`` or ``last`` checkpoint of the most recent run under ``root``.
 
-    ``last`` is the newest ``last.ckpt``; ``best`` is the newest other checkpoint in the same
-    ``checkpoints/`` folder (the one ModelCheckpoint keeps for its monitored metric).
+    ``last`` is the newest ``last.ckpt``; ``best`` is the best checkpoint that ``last.ckpt``
+    records (its ModelCheckpoint's, over the whole run), else the newest other checkpoint in
+    the same ``checkpoints/`` folder.
     """
     checkpoints = sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     lasts = [p for p in checkpoints if p.name.startswith("last")]
     if which == "last" and lasts:
         return lasts[-1]
+    recorded = recorded_best(lasts[-1]) if which == "best" and lasts else None
+    if recorded is not None:  # the best of the whole run, across resumes
+        return recorded
     if which == "best":
         folder = lasts[-1].parent if lasts else None
         bests = [p for p in checkpoints if not p.name.startswith("last")]
@@ -53,6 +69,16 @@ class WEFTLightningCLI(LightningCLI):
     process: the checkpoint is looked up under the trainer's ``default_root_dir`` and the
     loggers' save folders.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._argv = [str(a) for a in kwargs.get("args") or []]
+        super().__init__(*args, **kwargs)
+
+    def _quiet_lightning_table(self) -> None:
+        """The module prints one table by dataset; Lightning's own would repeat every
+        dataset's metrics under every data loader's column (kept with ``--verbose true``)."""
+        if not any(a.startswith("--verbose") for a in self._argv):
+            self.config_init[self.subcommand]["verbose"] = False
 
     def _search_roots(self) -> list[Path]:
         roots = [self.trainer.default_root_dir]
@@ -82,6 +108,14 @@ class WEFTLightningCLI(LightningCLI):
             if not found:
                 raise FileNotFoundError(errors[0])
             config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
+        self._check_checkpoint()
+
+    def _check_checkpoint(self) -> None:
+        """A checkpoint file is checked before Lightning loads it: one line naming the file
+        when it is empty, cut short, unsafe or not a training checkpoint."""
+        path = self.config_init[self.subcommand].get("ckpt_path")
+        if path is not None and path not in ("best", "last", "hpc", "registry"):
+            lightning_checkpoint(path)
 
     def _parse_ckpt_path(self) -> None:  # overrides a private LightningCLI step (tested)
         """Keep the config as given: a checkpoint's module hyper-parameters lack the segmentor
@@ -104,20 +138,24 @@ class WEFTLightningCLI(LightningCLI):
         self._load_weights_only()
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
+            self._check_checkpoint()
             return
         roots = self._search_roots()
         found = [p for p in (resume_checkpoint(r) for r in roots) if p is not None]
         if found:
             config["ckpt_path"] = str(max(found, key=lambda p: p.stat().st_mtime))
+            self._check_checkpoint()
         else:
             rank_zero_warn(f"--ckpt_path last: no checkpoint under {roots}; starting from scratch.")
             config["ckpt_path"] = None
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path()
+        self._quiet_lightning_table()
 
     def before_test(self) -> None:
         self._resolve_ckpt_path()
+        self._quiet_lightning_table()
 
     def before_predict(self) -> None:
         self._resolve_ckpt_path()
@@ -139,7 +177,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
         subclass_mode_data=True,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RunSummary()]},
+        trainer_defaults={"callbacks": [RunSummary(), ExperimentRun()]},
         seed_everything_default=42,
         auto_configure_optimizers=False,
         args=list(argv),
@@ -149,3 +187,83 @@ def build_cli(argv: Sequence[str], run: bool = True) -> WEFTLightningCLI:
             "exit_on_error": False,
         },
     )
+
+
+class _ParsingCLI(WEFTLightningCLI):
+    """Parses and checks a config (every key against its class), instantiates nothing."""
+
+    def instantiate_classes(self) -> None:
+        """Nothing is built: the parsed config is all that is wanted."""
+
+
+def resolved_config(argv: Sequence[str]) -> str:
+    """The fully resolved config (YAML) of ``weft fit ARGS`` without the subcommand, as the run
+    would save it; raises :class:`jsonargparse.ArgumentError` on a key or value the classes do
+    not accept. Nothing is instantiated, so even a paper-size model is checked in a moment."""
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within")
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)  # parsing sets the seed; no "Seed set" line per run
+    try:
+        cli = _ParsingCLI(
+            model_class=WEFTModule,
+            datamodule_class=SegmentationDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            args=expand_config_args(argv),
+            run=False,
+            parser_kwargs={"exit_on_error": False},
+        )
+    finally:
+        seed_log.setLevel(level)
+    return cli.parser.dump(cli.config, skip_none=False)
+
+
+_STRUCTURE = (
+    "Parser key",
+    "Does not validate against",
+    "Subtypes:",
+    "Errors:",
+    "Given value",
+    "Problem with given class_path",
+    "Expected a <class 'NoneType'>",
+)
+
+
+def argument_problem(error: Exception) -> str:
+    """jsonargparse's nested report of a bad key or value in one line: the key path, then
+    the innermost problem (``model.segmentor.backbone: Option 'topk' is not accepted``)."""
+    lines = [line.strip().removeprefix("- ") for line in str(error).splitlines() if line.strip()]
+    keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "')]
+    problems = [line for line in lines if not line.startswith(_STRUCTURE)]
+    problem = problems[0] if problems else lines[0] if lines else "invalid"
+    classes = re.findall(r"class_path '([\w.]+)'", str(error))
+    problem += _suggestion(problem, classes[-1] if classes else None)
+    return f"{'.'.join(keys)}: {problem}" if keys else problem
+
+
+def _parameters(class_path: str) -> list[str]:
+    """The init parameters of a class named by its import path (empty when unknown)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(target).parameters.values()
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _suggestion(problem: str, class_path: str | None) -> str:
+    """`` (did you mean 'lr'?)`` for a misspelled option of a class or of the trainer."""
+    option = re.search(r"Option '([\w]+)' is not accepted", problem)
+    if option and class_path:
+        name, choices = option.group(1), _parameters(class_path)
+    else:
+        key = re.search(r"(?:option '|arguments: --)trainer\.(\w+)", problem)
+        if key is None:
+            return ""
+        name, choices = key.group(1), _parameters("lightning.pytorch.Trainer")
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -8,11 +8,12 @@ from typing import Any, cast
 import lightning as L
 import torch
 from lightning.fabric.utilities.data import AttributeDict
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from weft_lightning import checkpoint as ckpt
+from weft_lightning.callbacks.nan_guard import check_maps
 from weft_lightning.data.sampling import real_samples
 from weft_lightning.inference import EvaluationProtocol, InferenceProtocol, predict_probability
 from weft_lightning.metrics import SODMetrics
@@ -125,6 +126,7 @@ class WEFTModule(L.LightningModule):
         """Maps of the batch; the metrics count each image once (a distributed sampler's
         padding copies are left out)."""
         probs = self.predict_maps(batch["image"], protocol)
+        check_maps(probs, batch["name"], self._trainer)
         real = real_samples(self._eval_loader(dataloader_idx), batch_idx, len(probs))
         targets = [torch.as_tensor(gt, device=self.device) for gt in batch["gt"]]
         kept = [i for i, keep in enumerate(real) if keep]
@@ -174,14 +176,15 @@ class WEFTModule(L.LightningModule):
             self.log_dict({f"test/{name}/{k}": v for k, v in results.items()})
             table[name] = results
             metrics.reset()
-        if self.trainer.is_global_zero:
-            rank_zero_info("\n" + format_table(table))
+        if self.trainer.is_global_zero:  # the run's result: on stdout, once, by dataset
+            print("\n" + format_table(table), flush=True)
         self.test_results = table
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
         probs = self.predict_maps(batch["image"], self.protocol.test)
+        check_maps(probs, batch["name"], self._trainer)
         return {"probs": probs, "name": batch["name"], "dataset": batch["dataset"]}
 
     # ------------------------------------------------------------ checkpoints
@@ -189,6 +192,8 @@ class WEFTModule(L.LightningModule):
         """Keep trainable weights only (plus the backbone identity) and the RNG states."""
         ckpt.slim_checkpoint(self, checkpoint)
         checkpoint[ckpt.RNG_KEY] = ckpt.collect_rng_states()
+        if self._trainer is not None:
+            checkpoint[ckpt.WORLD_SIZE_KEY] = self.trainer.world_size
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check the frozen backbone, refill its weights; when resuming a fit, restore the RNGs."""
@@ -198,6 +203,7 @@ class WEFTModule(L.LightningModule):
         states = checkpoint.get(ckpt.RNG_KEY)
         if states is not None and trainer is not None and trainer.state.fn == "fit":
             ckpt.restore_rng_states(states)
+            _warn_inexact_resume(trainer, checkpoint)
 
     # -------------------------------------------------------------- optimiser
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -239,3 +245,22 @@ class WEFTModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+
+def _warn_inexact_resume(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
+    """One line when a resumed fit cannot continue exactly as the interrupted run would have."""
+    saved = checkpoint.get(ckpt.WORLD_SIZE_KEY)
+    if saved is not None and saved != trainer.world_size:
+        rank_zero_warn(
+            f"Resuming on {trainer.world_size} process(es) a run written on {saved}: it "
+            "continues, but each process now sees other samples, so not exactly as it would have."
+        )
+        return
+    progress = checkpoint.get("loops", {}).get("fit_loop", {})
+    batches = progress.get("epoch_loop.batch_progress", {}).get("current", {})
+    inside = batches.get("processed", 0) and not batches.get("is_last_batch", True)
+    if inside and trainer.world_size > 1:
+        rank_zero_warn(
+            "Resuming inside an epoch on several processes: the epoch restarts from its first "
+            "batch there, so the run continues, but not exactly as it would have."
+        )

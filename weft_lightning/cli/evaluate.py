@@ -9,6 +9,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser, Namespace
 
 from weft_lightning.cli.tool import EXIT_OK, EXIT_PROBLEMS, fail, run_command, tool_parser
+from weft_lightning.data.catalog import dataset_name
 from weft_lightning.evaluation.curves import plot_curves
 from weft_lightning.evaluation.pairing import EvaluationError
 from weft_lightning.evaluation.runner import EvaluationReport, evaluate_spec
@@ -66,13 +67,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _dataset_name(gt_dir: Path) -> str:
-    """'ECSSD' for data/ECSSD/masks, else the folder's own name."""
-    gt_dir = gt_dir.resolve()
-    generic = {"masks", "mask", "gt", "gts", "ground_truth", "groundtruth", "labels"}
-    return gt_dir.parent.name if gt_dir.name.lower() in generic else gt_dir.name
-
-
 def _spec(args: Namespace, parser: ArgumentParser) -> EvalSpec:
     if args.spec is not None:
         if args.pred_dir is not None or args.gt_dir is not None:
@@ -82,7 +76,7 @@ def _spec(args: Namespace, parser: ArgumentParser) -> EvalSpec:
         parser.error("give --pred-dir and --gt-dir (or --spec)")
     if not args.pred_dir.is_dir():
         raise EvaluationError(f"Prediction folder {args.pred_dir} does not exist")
-    dataset = args.dataset or _dataset_name(args.gt_dir)
+    dataset = args.dataset or dataset_name(args.gt_dir)
     method = args.method or args.pred_dir.resolve().name
     return EvalSpec({dataset: args.gt_dir}, {method: {dataset: args.pred_dir}})
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from weft_lightning.cli import convert, data, evaluate, info, synth
+from weft_lightning.cli import convert, data, evaluate, experiment, info, synth
 from weft_lightning.cli.tool import run_command, version_text
 from weft_lightning.lightning_cli import build_cli
 
 #: ``weft NAME ...`` runs ``TOOLS[NAME].main``; each tool module states its ``SUMMARY``.
-TOOLS = {"synth": synth, "eval": evaluate, "data": data, "info": info, "convert": convert}
+TOOLS = {
+    "synth": synth,
+    "eval": evaluate,
+    "data": data,
+    "info": info,
+    "convert": convert,
+    "experiment": experiment,
+}
 
 
 def tools_help() -> str:
     """The tools' one-line summaries, printed above the LightningCLI's help."""
     lines = ["Tools (each has its own --help):"]
-    lines += [f"  weft {name:<8} {tool.SUMMARY}" for name, tool in TOOLS.items()]
+    lines += [f"  weft {name:<10} {tool.SUMMARY}" for name, tool in TOOLS.items()]
     return "\n".join(lines)
 
 

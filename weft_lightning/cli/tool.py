@@ -58,25 +58,28 @@ class _Formatter(DefaultHelpFormatter):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user causes (files, layouts, configs, checkpoints): one line, no traceback."""
-    from weft_lightning.callbacks.nan_guard import NonFiniteLossError
-    from weft_lightning.checkpoint import BackboneMismatchError
+    from weft_lightning.callbacks.nan_guard import NonFiniteError
+    from weft_lightning.checkpoint import CheckpointError
     from weft_lightning.config_files import ConfigFileError
     from weft_lightning.data.catalog import LayoutError
     from weft_lightning.data.dataset import DataFileError
     from weft_lightning.data.masks import MaskDecodeError
     from weft_lightning.evaluation.pairing import EvaluationError
+    from weft_lightning.experiments.errors import SpecError
     from weft_lightning.models.convert import CheckpointLayoutError
 
     return (
-        NonFiniteLossError,
-        BackboneMismatchError,
+        NonFiniteError,
+        CheckpointError,
         ConfigFileError,
         LayoutError,
         DataFileError,
         MaskDecodeError,
         EvaluationError,
+        SpecError,
         CheckpointLayoutError,
         FileNotFoundError,
+        FileExistsError,
     )
 
 
@@ -95,7 +98,9 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
             return fail(prog, exit_.code)
         return int(exit_.code or EXIT_OK)
     except ArgumentError as error:
-        return fail(prog, f"{error}\n(see `{prog} --help`)", EXIT_USAGE)
+        from weft_lightning.lightning_cli import argument_problem
+
+        return fail(prog, f"{argument_problem(error)}\n(see `{prog} --help`)", EXIT_USAGE)
     except Exception as error:
         if os.environ.get("WEFT_DEBUG") or not isinstance(error, user_errors()):
             raise

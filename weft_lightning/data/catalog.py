@@ -33,6 +33,7 @@ __all__ = [
     "SplitDirs",
     "Stats",
     "count_files",
+    "dataset_name",
     "detect_layout",
     "domain_sets",
     "find_dataset",
@@ -290,6 +291,21 @@ def _tokens(name: str) -> list[str]:
     return [t for t in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if t]
 
 
+_GENERIC_TOKENS = {*_SPLIT_TOKENS, *_IMAGE_TOKENS, *_MASK_TOKENS, "object", "objects", "set"}
+
+
+def dataset_name(folder: str | Path) -> str:
+    """The dataset a split folder belongs to, named as outputs and tables name it: the first
+    folder upwards whose name is not a split, image or mask folder ('ECSSD/images' -> 'ECSSD',
+    'COD10K/Test/GT_Object' -> 'COD10K', 'CVC-ClinicDB/Ground Truth' -> 'CVC-ClinicDB')."""
+    path = Path(folder).resolve()
+    for part in (path, *path.parents):
+        words = _tokens(part.name)
+        if words and not all(w in _GENERIC_TOKENS for w in words):
+            return part.name
+    return path.name or "dataset"
+
+
 def _key(name: str) -> str:
     """Name without case or punctuation, for alias matching: 'CVC-ClinicDB' -> 'cvcclinicdb'."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
@@ -399,7 +415,8 @@ def count_files(folder: Path | None) -> int:
 def find_dataset(root: str | Path, name: str, max_depth: int = 3) -> Path | None:
     """The folder of dataset ``name`` under root (by its name or aliases, any case); None if absent.
 
-    The root itself matches when its own name is one of the dataset's names.
+    The root itself matches when its own name is one of the dataset's names. When several
+    folders match, the shallowest is used and a warning names the others.
     """
     info = DATASETS.get(name)
     if info is None:
@@ -409,12 +426,18 @@ def find_dataset(root: str | Path, name: str, max_depth: int = 3) -> Path | None
     if _key(root.name) in names:
         return root
     level = [root] if root.is_dir() else []
+    hits: list[Path] = []
     for _ in range(max_depth):
         level = [sub for parent in level for sub in _subdirs(parent)]
-        hits = [p for p in level if _key(p.name) in names]
-        if hits:
-            return hits[0]
-    return None
+        hits += [p for p in level if _key(p.name) in names]
+    if len(hits) > 1:
+        others = ", ".join(str(p) for p in hits[1:])
+        warnings.warn(
+            f"Dataset {name} is under {root} {len(hits)} times; using {hits[0]} (the shallowest), "
+            f"not {others}. Point data.root at the one you mean.",
+            stacklevel=2,
+        )
+    return hits[0] if hits else None
 
 
 def check_counts(name: str, layout: dict[str, SplitDirs], warn: bool = True) -> list[str]:

@@ -28,6 +28,7 @@ from weft_lightning.data.catalog import (
     check_counts,
     detect_layout,
 )
+from weft_lightning.data.dataset import DataFileError, read_image
 from weft_lightning.data.masks import FOREGROUND_THRESHOLD, MaskDecodeError, mask_to_u8
 
 __all__ = ["Finding", "Report", "SplitReport", "check_dataset", "format_report"]
@@ -82,6 +83,10 @@ class Report:
         return not any(f.level == "error" for f in self.all_findings())
 
 
+#: Files an operating system leaves in folders; never data.
+_OS_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
+
+
 # ----------------------------------------------------------------------------- folder listing
 def _list_folder(folder: Path, role: str) -> tuple[dict[str, Path], list[Finding]]:
     """Files of folder by stem, with findings for non-image files, duplicates and emptiness."""
@@ -89,8 +94,12 @@ def _list_folder(folder: Path, role: str) -> tuple[dict[str, Path], list[Finding
         return {}, [Finding("error", "missing folder", str(folder), f"{role} folder not found")]
     files: dict[str, Path] = {}
     findings = []
+    litter = []
     for path in sorted(folder.iterdir()):
         if path.is_dir():
+            continue
+        if path.name.startswith(".") or path.name.lower() in _OS_FILES:
+            litter.append(path.name)
             continue
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             findings.append(
@@ -103,6 +112,13 @@ def _list_folder(folder: Path, role: str) -> tuple[dict[str, Path], list[Finding
             files[path.stem] = path
     if not files:
         findings.append(Finding("error", "empty folder", str(folder), f"no {role} files"))
+    if litter:
+        shown = ", ".join(sorted(set(litter))[:3])
+        findings.append(
+            Finding(
+                "warning", "ignored files", str(folder), f"{len(litter)} OS/hidden files ({shown})"
+            )
+        )
     return files, findings
 
 
@@ -123,11 +139,16 @@ def _decode_error(path: Path, error: Exception) -> Finding:
 
 
 def _inspect_image(path: Path) -> dict:
-    """Size and RGB histogram of an image, or the finding that it cannot be decoded."""
+    """Size and RGB histogram of an image as training reads it (TIFFs of any bit depth and
+    band count included), or the finding that it cannot be decoded."""
     try:
-        image = _decode(path)
-        rgb = image.convert("RGB")
+        if path.suffix.lower() in (".tif", ".tiff"):
+            rgb = Image.fromarray(read_image(path))
+        else:
+            rgb = _decode(path).convert("RGB")
         return {"size": (rgb.height, rgb.width), "hist": rgb.histogram()}
+    except DataFileError as error:
+        return {"finding": Finding("error", "unreadable file", str(path), str(error.__cause__))}
     except (OSError, ValueError, SyntaxError) as error:
         return {"finding": _decode_error(path, error)}
 
@@ -233,6 +254,20 @@ def check_split(split: SplitDirs, pool: ThreadPoolExecutor) -> SplitReport:
             findings.append(Finding("error", "size mismatch", str(masks[stem]), detail))
         elif "size" in image:
             report.num_pairs += 1
+    if report.num_pairs == 0:
+        where = (
+            f"{split.images} and {split.masks}"
+            if split.masks
+            else f"{split.images} (no mask folder)"
+        )
+        findings.append(
+            Finding(
+                "error",
+                "no usable pairs",
+                str(split.images),
+                f"looked at {where}: a split needs images and masks of the same stem and size",
+            )
+        )
     report.mask_modes = dict(modes)
     report.findings = findings
     _statistics(report, sizes, fractions, hist)

@@ -22,12 +22,15 @@ from weft_lightning.data.catalog import (
     Recipe,
     SplitDirs,
     Stats,
+    dataset_name,
     detect_layout,
     domain_sets,
     locate,
 )
 from weft_lightning.data.dataset import PairedFolderDataset
 from weft_lightning.data.gpu_augment import GPUAugmentation
+from weft_lightning.data.image_io import ImageReading
+from weft_lightning.data.training_order import EpochShuffle, ResumableLoader, SeededSamples
 from weft_lightning.data.transforms import Augmentation, eval_transform, train_transform
 
 STACKED_KEYS = ("image", "mask")
@@ -66,6 +69,13 @@ def as_split(folder: Path, prefer: str) -> SplitDirs:
     )
 
 
+def _own_generator(seed: int) -> torch.Generator:
+    """A loader's own generator: the worker seeds a loader draws when its iterator starts come
+    from it, not from the global one, so a resumed run (whose persistent workers start anew)
+    leaves the model's random stream (dropout, drop path) exactly where it was."""
+    return torch.Generator().manual_seed(seed)
+
+
 class SegmentationDataModule(L.LightningDataModule):
     """Binary segmentation data from folders of images and masks paired by stem.
 
@@ -98,6 +108,9 @@ class SegmentationDataModule(L.LightningDataModule):
             warning); by default such a pair is an error naming the mask.
         gpu_augmentation: run flips, rotations and colour jitter on the device with kornia (in
             ``on_after_batch_transfer``) instead of in the CPU workers.
+        image_reading: which bands the model sees and how 16-bit or float images become 8-bit
+            (:class:`~weft_lightning.data.image_io.ImageReading`); what it decides is said once
+            per dataset.
     """
 
     def __init__(
@@ -118,8 +131,10 @@ class SegmentationDataModule(L.LightningDataModule):
         eval_std: Sequence[float] | None = None,
         resize_mismatched_masks: bool = False,
         gpu_augmentation: bool = False,
+        image_reading: ImageReading = ImageReading(),
     ) -> None:
         super().__init__()
+        self.image_reading = image_reading
         if augmentation.rotation_degrees and not gpu_augmentation:
             raise ValueError("data.augmentation.rotation_degrees needs data.gpu_augmentation=true.")
         self.root = Path(root).expanduser() if root else None
@@ -197,6 +212,7 @@ class SegmentationDataModule(L.LightningDataModule):
             transform,
             name=name,
             resize_mismatched_masks=self.resize_mismatched_masks,
+            reading=self.image_reading,
             **kwargs,
         )
 
@@ -220,9 +236,9 @@ class SegmentationDataModule(L.LightningDataModule):
     def _setup_fit(self) -> None:
         splits = self.train_splits()
         if not splits:
-            raise ValueError(
-                "No training data: set data.root to a folder with train/{images,masks} (or another "
-                "known layout) or give data.train_dirs."
+            raise LayoutError(
+                f"No training data under data.root={self._root_text()}: set data.root to a folder "
+                "with train/{images,masks} (or another known layout) or give data.train_dirs."
             )
         stats = self.train_stats()
         transform = train_transform(
@@ -251,47 +267,95 @@ class SegmentationDataModule(L.LightningDataModule):
         else:
             tests = self.test_splits()
             if not tests:
-                raise ValueError("Nothing to predict: set data.predict_dir to a folder of images.")
+                raise LayoutError(
+                    f"Nothing to predict under data.root={self._root_text()}: set "
+                    "data.predict_dir to a folder of images."
+                )
             split = SplitDirs("predict", next(iter(tests.values())).images, None)
         stats = self.eval_stats(None)
         transform = eval_transform(stats.mean, stats.std)
         self.predict_set = PairedFolderDataset(
-            split.images, None, transform, name=split.images.name
+            split.images,
+            None,
+            transform,
+            name=dataset_name(split.images),
+            reading=self.image_reading,
         )
 
     # ------------------------------------------------------------ dataloaders
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        """An evaluation loader: every image once, in order."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(cast(Sized, dataset)) > batch_size,
+            shuffle=False,
             num_workers=self.num_workers,
-            collate_fn=collate if train else collate_eval,
+            generator=_own_generator(0),
+            collate_fn=collate_eval,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Training batches in an order, and with augmentations, that depend only on the seed,
+        the epoch and the sample (:mod:`weft_lightning.data.training_order`), so that a
+        resumed run can repeat them."""
         assert self.train_set is not None
-        return self._loader(self.train_set, self.batch_size, train=True)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+        size = len(cast(Sized, self.train_set))
+        return ResumableLoader(
+            SeededSamples(self.train_set, seed),
+            batch_size=self.batch_size,
+            sampler=EpochShuffle(size, seed, self._current_epoch),
+            drop_last=size > self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=_own_generator(seed),
+            trained=self._trained_batches,
+        )
+
+    def _current_epoch(self) -> int:
+        """The epoch the next pass over the training data will train. A run resumed from a
+        checkpoint written after an epoch's last batch (at its validation) makes its first
+        iterator before it marks that epoch completed, and trains the next epoch with it
+        (workers fetch ahead at once), so that pass belongs to the next epoch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        progress = trainer.fit_loop.epoch_progress.total
+        done = progress.processed > progress.completed  # trained, not yet marked completed
+        return int(trainer.current_epoch) + (1 if done else 0)
+
+    def _trained_batches(self) -> int:
+        """Batches of the current epoch trained so far (what a mid-epoch resume skips)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
+        return self._loader(self.val_set, self.eval_batch_size)
+
+    def _root_text(self) -> str:
+        if self.root is None:
+            return "null (not set)"
+        return f"{self.root}" + ("" if self.root.exists() else " (does not exist)")
 
     def test_dataloader(self) -> list[DataLoader]:
         if not self.test_sets:
-            raise ValueError(
-                "No test sets: set data.root to a folder with test/{images,masks} (or another "
-                "known layout) or give data.test_sets."
+            raise LayoutError(
+                f"No test sets under data.root={self._root_text()}: set data.root to a folder "
+                "with test/{images,masks} (or another known layout) or give data.test_sets."
             )
-        return [self._loader(d, self.eval_batch_size, False) for d in self.test_sets.values()]
+        return [self._loader(d, self.eval_batch_size) for d in self.test_sets.values()]
 
     def predict_dataloader(self) -> DataLoader:
         assert self.predict_set is not None
-        return self._loader(self.predict_set, self.eval_batch_size, train=False)
+        return self._loader(self.predict_set, self.eval_batch_size)
 
     # --------------------------------------------------------- device augmentation
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from weft_lightning.data.catalog import IMAGE_EXTENSIONS
+from weft_lightning.data.image_io import ImageReading, read_raster, reading_note, to_rgb8
 from weft_lightning.data.masks import FOREGROUND_THRESHOLD, binarize, read_mask
 
 __all__ = [
@@ -81,12 +82,12 @@ def pair_files(image_dir: Path, mask_dir: Path | None) -> list[Pair]:
     return [Pair(path, masks[stem]) for stem, path in images.items()]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image as RGB uint8 (H, W, 3); an undecodable or truncated file raises naming it."""
+def read_image(path: Path, reading: ImageReading = ImageReading()) -> np.ndarray:
+    """Decode an image as RGB uint8 (H, W, 3), its bands and bit depth read as ``reading``
+    says; an undecodable or truncated file, or a band it has not, raises naming it."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"))
+        array, alpha = read_raster(Path(path))
+        return to_rgb8(array, alpha, reading, Path(path))
     except Exception as error:
         raise DataFileError(
             f"Cannot decode image {path}: {error}. Replace or remove the file "
@@ -113,15 +114,22 @@ def fit_mask(
     return np.asarray(Image.fromarray(mask).resize((iw, ih), Image.Resampling.NEAREST))
 
 
-def seed_transform(transform: Callable[..., Any]) -> None:
-    """Draw the augmentation seed from torch's generator.
+def seed_transform(transform: Callable[..., Any], seed: int | None = None) -> None:
+    """Seed the augmentation with ``seed``, or draw its seed from torch's generator.
 
     Albumentations keeps a generator of its own that ``seed_everything`` does not reach; seeding
     it per item from torch (which Lightning seeds per worker and restores on resume) makes the
     augmentations reproducible for a given seed, also across an interrupted and resumed run.
     """
     if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+        transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())) if seed is None else seed)
+
+
+def _note(path: Path, reading: ImageReading) -> str | None:
+    try:
+        return reading_note(path, reading)
+    except Exception:  # an unreadable file is reported, naming it, when it is loaded
+        return None
 
 
 class PairedFolderDataset(Dataset):
@@ -138,6 +146,7 @@ class PairedFolderDataset(Dataset):
         mask_dir: folder of masks with the same stems; ``None`` for prediction-only data.
         transform: callable ``(image=np.ndarray, mask=np.ndarray) -> dict`` (albumentations).
         name: dataset name used in logs and output folders.
+        reading: how bands and bit depths become 8-bit RGB (what it decides is said once).
         keep_original: evaluation items: the untransformed mask as ``gt`` instead of ``mask``.
         resize_mismatched_masks: resize a mask whose size differs from its image (nearest, with
             a warning) instead of raising.
@@ -151,6 +160,7 @@ class PairedFolderDataset(Dataset):
         name: str = "dataset",
         keep_original: bool = False,
         resize_mismatched_masks: bool = False,
+        reading: ImageReading = ImageReading(),
     ) -> None:
         self.image_dir = Path(image_dir)
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
@@ -159,13 +169,23 @@ class PairedFolderDataset(Dataset):
         self.name = name
         self.keep_original = keep_original
         self.resize_mismatched_masks = resize_mismatched_masks
+        self.reading = reading
+        if self.pairs:
+            note = _note(self.pairs[0].image, reading)
+            if note:
+                warnings.warn(f"Dataset {name} ({self.image_dir}): {note}.", stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.load(index)
+
+    def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
+        """Item ``index``; its augmentation is drawn from ``seed`` (None: from torch's
+        generator)."""
         pair = self.pairs[index]
-        image = read_image(pair.image)
+        image = read_image(pair.image, self.reading)
         mask = None
         if pair.mask is not None:
             mask = binarize(read_mask(pair.mask)).astype(np.uint8)
@@ -180,7 +200,7 @@ class PairedFolderDataset(Dataset):
             item["gt"] = mask * 255
             mask = None
         if self.transform is not None:
-            seed_transform(self.transform)
+            seed_transform(self.transform, seed)
             out = self.transform(image=image, **({} if mask is None else {"mask": mask}))
             image, mask = out["image"], out.get("mask")
         item["image"] = image

@@ -7,7 +7,9 @@ strictly above 128. This module turns the formats found in the wild into that 8-
 - RGB / RGBA / LA masks by their luminance (ITU-R 601 weights); alpha is ignored;
 - palette PNGs through their palette when the palette is grey, as OpenCV would read them; a
   coloured palette is a class-index mask, so index 0 is background and any other index is 255;
-- 16-bit PNG/TIFF by their high byte (``v >> 8``, as libpng and OpenCV reduce them to 8 bits);
+- 16-bit PNG/TIFF on the 8-bit scale of their own range: values up to 255 (an 8-bit mask saved
+  in a 16-bit file, e.g. 0/255) as they are, wider ranges by their high byte (``v >> 8``, as
+  libpng and OpenCV reduce them to 8 bits, so 0/65535 is 0/255);
 - float TIFFs in [0, 1] scaled by 255, other float ranges clipped to [0, 255];
 - JPEG masks with compression artefacts as decoded: the > 128 threshold cleans them.
 """
@@ -41,9 +43,10 @@ def _palette_to_u8(mask: Image.Image) -> np.ndarray:
     return np.where(index > 0, 255, 0).astype(np.uint8)
 
 
-def _integer_to_u8(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
-    """16-bit masks keep their high byte; 32-bit integer masks above 255 are read as 16-bit."""
-    if sixteen_bit or values.max(initial=0) > 255:
+def _integer_to_u8(values: np.ndarray) -> np.ndarray:
+    """Values up to 255 as they are (an 8-bit mask in a 16- or 32-bit file keeps its meaning);
+    wider ranges by their 16-bit high byte."""
+    if values.max(initial=0) > 255:
         return (np.clip(values, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
     return np.clip(values, 0, 255).astype(np.uint8)
 
@@ -64,7 +67,7 @@ def mask_to_u8(mask: Image.Image) -> np.ndarray:
     if mode == "P" or mode == "PA":
         return _palette_to_u8(mask.convert("P") if mode == "PA" else mask)
     if mode in _SIXTEEN_BIT or mode == "I":
-        return _integer_to_u8(np.asarray(mask, dtype=np.int64), mode in _SIXTEEN_BIT)
+        return _integer_to_u8(np.asarray(mask, dtype=np.int64))
     if mode == "F":
         return _float_to_u8(np.asarray(mask))
     if mode in ("LA", "La"):

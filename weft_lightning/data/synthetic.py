@@ -11,6 +11,8 @@ The output has the layout of the real benchmarks: ``{train,test}/images/*.jpg`` 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -293,22 +295,40 @@ def generate_dataset(
     cfg = SynthConfig(size, max_objects, empty_fraction, low_contrast_fraction)
     out = Path(out)
     manifest = _manifest(cfg, num_train, num_test, seed)
-    record = out / MANIFEST
-    if not overwrite and record.is_file() and json.loads(record.read_text()) == manifest:
+    if not overwrite and _made_from(out, manifest):
         return out
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise FileExistsError(
+            f"{out} holds files that weft did not generate; give an empty or new folder."
+        )
+    # Written aside and moved into place whole: processes that generate the same folder at
+    # once (the runs of an experiment) never see a half-written or half-deleted dataset.
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
     for split, count in zip(SPLITS, (num_train, num_test), strict=True):
-        _write_split(out / split, split, count, seed, cfg)
-    record.write_text(json.dumps(manifest, indent=2) + "\n")
+        _write_split(staging / split, split, count, seed, cfg)
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if out.exists() and (overwrite or not _made_from(out, manifest)):
+        shutil.rmtree(out)
+    try:
+        staging.rename(out)
+    except OSError:  # another process moved an identical dataset into place first
+        if not _made_from(out, manifest):
+            raise
+        shutil.rmtree(staging)
     return out
 
 
+def _made_from(out: Path, manifest: dict) -> bool:
+    record = out / MANIFEST
+    return record.is_file() and json.loads(record.read_text()) == manifest
+
+
 def _write_split(folder: Path, split: str, count: int, seed: int, cfg: SynthConfig) -> None:
-    """Write count image/mask pairs of one split, removing stale files of an earlier run."""
+    """Write count image/mask pairs of one split into a new folder."""
     images, masks = folder / "images", folder / "masks"
-    for sub, pattern in ((images, "*.jpg"), (masks, "*.png")):
+    for sub in (images, masks):
         sub.mkdir(parents=True, exist_ok=True)
-        for stale in sub.glob(pattern):
-            stale.unlink()
     for i in range(count):
         image, mask = generate_sample(seed, split, i, cfg)
         stem = f"{split}_{i:05d}"

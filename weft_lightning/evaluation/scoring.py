@@ -67,6 +67,24 @@ def _load(pairing: Pairing) -> tuple[list[np.ndarray], list[np.ndarray], list[st
     return preds, gts, resized
 
 
+def _note_formats(pred_dir: Path, paths: list[Path]) -> None:
+    """One line per folder when predictions are not the field's 8-bit grayscale PNGs (JPEG
+    artefacts or colour change the scores a little)."""
+    kinds: dict[str, int] = {}
+    for path in paths:
+        with Image.open(path) as image:
+            kind = f"{image.format} {image.mode}"
+        if kind != "PNG L":
+            kinds[kind] = kinds.get(kind, 0) + 1
+    if kinds:
+        found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        warnings.warn(
+            f"Predictions in {pred_dir} are not all 8-bit grayscale PNGs ({found}): read by "
+            "their luminance; save maps as 8-bit PNGs for the field's exact scores.",
+            stacklevel=3,
+        )
+
+
 def evaluate_folder(pred_dir: Path, gt_dir: Path) -> FolderResult:
     """All measures of the predictions in pred_dir against the masks in gt_dir.
 
@@ -81,6 +99,7 @@ def evaluate_folder(pred_dir: Path, gt_dir: Path) -> FolderResult:
         preds, gts, changed = _load(chunk)
         metric.update([torch.from_numpy(p) for p in preds], [torch.from_numpy(g) for g in gts])
         resized += changed
+    _note_formats(pred_dir, [p for _, p, _ in pairing.pairs])
     if resized:
         shown = ", ".join(resized[:5]) + (" ..." if len(resized) > 5 else "")
         warnings.warn(

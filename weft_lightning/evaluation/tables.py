@@ -9,7 +9,18 @@ from collections.abc import Sequence
 
 from weft_lightning.metrics import METRIC_KEYS
 
-__all__ = ["LABELS", "format_results", "format_table", "to_csv", "to_latex"]
+__all__ = [
+    "LABELS",
+    "LATEX_STYLES",
+    "LOWER_IS_BETTER",
+    "format_results",
+    "format_table",
+    "grid",
+    "latex_escape",
+    "to_csv",
+    "to_latex",
+    "value_ranks",
+]
 
 LABELS = {
     "sm": "Sm",
@@ -38,7 +49,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def _grid(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+def grid(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
     """Markdown table: names left-aligned, numbers right-aligned."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -64,7 +75,7 @@ def format_table(results: dict[str, dict[str, float]], keys: Sequence[str] | Non
     cols = _keys(keys, list(results.values()))
     header = ["Dataset", *(LABELS.get(k, k) for k in cols)]
     rows = [[name, *(_fmt(values.get(k)) for k in cols)] for name, values in results.items()]
-    return _grid(header, rows)
+    return grid(header, rows)
 
 
 def format_results(results: Results, keys: Sequence[str] | None = None) -> str:
@@ -76,7 +87,7 @@ def format_results(results: Results, keys: Sequence[str] | None = None) -> str:
         for method, per in results.items()
         for dataset, values in per.items()
     ]
-    return _grid(header, rows, text_columns=2)
+    return grid(header, rows, text_columns=2)
 
 
 def _csv_value(value: float | None) -> str:
@@ -97,17 +108,18 @@ def to_csv(results: Results, counts: dict[str, dict[str, int]] | None = None) ->
     return out.getvalue()
 
 
-def _ranks(values: list[float | None], key: str, digits: int) -> list[int | None]:
+def value_ranks(values: Sequence[float | None], key: str, digits: int) -> list[int | None]:
     """Rank (0 = best) of each printed value among the distinct printed values of a column."""
     shown = [None if v is None or math.isnan(v) else round(v, digits) for v in values]
     distinct = sorted({v for v in shown if v is not None}, reverse=key not in LOWER_IS_BETTER)
     return [None if v is None else distinct.index(v) for v in shown]
 
 
-_STYLES = (r"\textbf{%s}", r"\underline{%s}", r"\textit{%s}")
+LATEX_STYLES = (r"\textbf{%s}", r"\underline{%s}", r"\textit{%s}")
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
+    """Text with LaTeX's special characters escaped."""
     return "".join("\\" + c if c in "&%$#_{}" else c for c in text)
 
 
@@ -119,11 +131,11 @@ def _latex_cells(
     for dataset in datasets:
         for key in cols:
             column = [per.get(dataset, {}).get(key) for per in results.values()]
-            ranks = _ranks(column, key, digits)
+            ranks = value_ranks(column, key, digits)
             for method, value, rank in zip(results, column, ranks, strict=True):
                 text = "--" if rank is None else f"{value:.{digits}f}"
                 cells[method].append(
-                    _STYLES[rank] % text if rank is not None and rank < 3 else text
+                    LATEX_STYLES[rank] % text if rank is not None and rank < 3 else text
                 )
     return cells
 
@@ -135,7 +147,7 @@ def to_latex(results: Results, keys: Sequence[str] | None = None, digits: int = 
     cols = list(keys) if keys is not None else list(METRIC_KEYS)
     cells = _latex_cells(results, datasets, cols, digits)
     group = rf"\multicolumn{{{len(cols)}}}{{c}}"
-    top = " & ".join(["", *(group + "{" + _latex_escape(d) + "}" for d in datasets)])
+    top = " & ".join(["", *(group + "{" + latex_escape(d) + "}" for d in datasets)])
     arrow = {True: r"$\downarrow$", False: r"$\uparrow$"}
     labels = [LABELS.get(k, k) + arrow[k in LOWER_IS_BETTER] for k in cols]
     lines = [
@@ -144,7 +156,7 @@ def to_latex(results: Results, keys: Sequence[str] | None = None, digits: int = 
         top + r" \\",
         " & ".join(["Method", *labels * len(datasets)]) + r" \\",
         r"\midrule",
-        *(" & ".join([_latex_escape(m), *row]) + r" \\" for m, row in cells.items()),
+        *(" & ".join([latex_escape(m), *row]) + r" \\" for m, row in cells.items()),
         r"\bottomrule",
         r"\end{tabular}",
     ]
