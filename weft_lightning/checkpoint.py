@@ -220,7 +220,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint {path} cannot be read: {problem}.")
     forced = os.environ.pop(_FORCE_UNSAFE, None)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped: checking a file before Lightning loads it reads no tensor data
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"Checkpoint {path} holds Python objects whose loading would run code "

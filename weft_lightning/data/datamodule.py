@@ -317,16 +317,8 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def _current_epoch(self) -> int:
-        """The epoch the next pass over the training data will train. A run resumed from a
-        checkpoint written after an epoch's last batch (at its validation) makes its first
-        iterator before it marks that epoch completed, and trains the next epoch with it
-        (workers fetch ahead at once), so that pass belongs to the next epoch."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        progress = trainer.fit_loop.epoch_progress.total
-        done = progress.processed > progress.completed  # trained, not yet marked completed
-        return int(trainer.current_epoch) + (1 if done else 0)
+        return int(trainer.current_epoch) if trainer is not None else 0
 
     def _trained_batches(self) -> int:
         """Batches of the current epoch trained so far (what a mid-epoch resume skips)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +34,15 @@ class FolderResult:
 
 def read_map(path: Path) -> np.ndarray:
     """A saved prediction map as 8-bit grayscale (H, W) uint8 (RGB(A) to L, 16-bit to 8)."""
+    return _read_map(path)[0]
+
+
+def _read_map(path: Path) -> tuple[np.ndarray, str]:
+    """The map and its file kind (``PNG L`` for the field's 8-bit grayscale PNG)."""
     try:
         with Image.open(path) as image:
             image.load()
-            return mask_to_u8(image)
+            return mask_to_u8(image), f"{image.format} {image.mode}"
     except (OSError, ValueError, SyntaxError) as error:
         raise EvaluationError(
             f"Cannot read prediction map {path} ({error}); replace it with an 8-bit PNG"
@@ -55,10 +61,13 @@ def _fit(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(pred).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
-def _load(pairing: Pairing) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def _load(
+    pairing: Pairing, kinds: Counter[str]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     preds, gts, resized = [], [], []
     for stem, pred_path, gt_path in pairing.pairs:
-        pred, gt = read_map(pred_path), _read_gt(gt_path)
+        (pred, kind), gt = _read_map(pred_path), _read_gt(gt_path)
+        kinds[kind] += 1
         if pred.shape != gt.shape:
             pred = _fit(pred, gt.shape)
             resized.append(stem)
@@ -67,17 +76,12 @@ def _load(pairing: Pairing) -> tuple[list[np.ndarray], list[np.ndarray], list[st
     return preds, gts, resized
 
 
-def _note_formats(pred_dir: Path, paths: list[Path]) -> None:
+def _note_formats(pred_dir: Path, kinds: Counter[str]) -> None:
     """One line per folder when predictions are not the field's 8-bit grayscale PNGs (JPEG
     artefacts or colour change the scores a little)."""
-    kinds: dict[str, int] = {}
-    for path in paths:
-        with Image.open(path) as image:
-            kind = f"{image.format} {image.mode}"
-        if kind != "PNG L":
-            kinds[kind] = kinds.get(kind, 0) + 1
-    if kinds:
-        found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    others = {kind: n for kind, n in kinds.items() if kind != "PNG L"}
+    if others:
+        found = ", ".join(f"{n} {kind}" for kind, n in sorted(others.items()))
         warnings.warn(
             f"Predictions in {pred_dir} are not all 8-bit grayscale PNGs ({found}): read by "
             "their luminance; save maps as 8-bit PNGs for the field's exact scores.",
@@ -94,12 +98,13 @@ def evaluate_folder(pred_dir: Path, gt_dir: Path) -> FolderResult:
     pairing = pair_folders(Path(pred_dir), Path(gt_dir))
     metric = SODMetrics()
     resized: list[str] = []
+    kinds: Counter[str] = Counter()
     for start in range(0, len(pairing.pairs), _BATCH):
         chunk = Pairing(pairing.pairs[start : start + _BATCH])
-        preds, gts, changed = _load(chunk)
+        preds, gts, changed = _load(chunk, kinds)
         metric.update([torch.from_numpy(p) for p in preds], [torch.from_numpy(g) for g in gts])
         resized += changed
-    _note_formats(pred_dir, [p for _, p, _ in pairing.pairs])
+    _note_formats(pred_dir, kinds)
     if resized:
         shown = ", ".join(resized[:5]) + (" ..." if len(resized) > 5 else "")
         warnings.warn(

@@ -9,6 +9,7 @@ last``) and retries failed runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -216,7 +217,7 @@ class LocalLauncher:
     def _display(self) -> Any:
         if self.console.is_terminal:
             return Live(self.table(), console=self.console, refresh_per_second=1)
-        return _NoLive()
+        return contextlib.nullcontext()
 
     def _event(self, run: Run, text: str) -> None:
         if not self.console.is_terminal:
@@ -250,14 +251,6 @@ def _row(run: Run, active: _Active | None, outcome: RunOutcome | None) -> list[s
     if active.phase == "fit" and done > 0 and budget and progress.get("elapsed_s"):
         eta = f"{progress['elapsed_s'] / done * (budget - step):.0f} s"
     return [run.name, active.phase, steps, metric, f"{elapsed:.0f} s", eta]
-
-
-class _NoLive:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _die_with_launcher() -> None:
