@@ -229,3 +229,13 @@ def test_local_experiment_resumes_after_a_kill_and_reports_each_runs_test(tmp_pa
         assert json.loads((folder / "results.json").read_text())["metrics"] == own
         assert yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["max_epochs"] == 1
         assert json.loads((folder / "progress.json").read_text())["stage"] == "fitted"
+
+
+def test_a_run_without_a_launcher_record_counts_by_its_results(tmp_path: Path) -> None:
+    """SLURM tasks write results.json (the ExperimentRun callback) but no run.json."""
+    spec = load_spec(_spec(tmp_path, seeds=[0]))
+    folder = spec.output / "a" / "seed0"
+    folder.mkdir(parents=True)
+    write_json(folder / "results.json", {"metrics": {"test/EORSSD/sm": 0.75}})
+    report = build_report(spec)
+    assert not report.partial and report.results == {"a": {0: {"EORSSD": {"sm": 0.75}}}}

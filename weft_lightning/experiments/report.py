@@ -309,7 +309,8 @@ def build_report(spec: ExperimentSpec) -> ExperimentReport:
             folder = run_folder(spec, variant, seed)
             record = read_json(folder / STATE_FILE)
             data = read_json(folder / RESULTS_FILE)
-            if record.get("state") == "done" and data.get("metrics"):
+            # a SLURM task writes results.json but no launcher record: its results count
+            if record.get("state", "done") == "done" and data.get("metrics"):
                 results.setdefault(variant, {})[seed] = _dataset_metrics(data["metrics"])
                 continue
             state = record.get("state", "not started")
