@@ -21,8 +21,8 @@ def _weft(args: list[str]) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
 
 
-def _test_metrics(run: Path) -> dict[str, float]:
-    (summary,) = run.rglob("summary_test.json")
+def _metrics(run: Path, stage: str) -> dict[str, float]:
+    (summary,) = run.rglob(f"summary_{stage}.json")
     return json.loads(summary.read_text())["metrics"]
 
 
@@ -45,7 +45,8 @@ def test_without_a_distributed_sampler_every_sample_is_real() -> None:
 
 @pytest.mark.slow
 def test_two_processes_and_batch_sizes_give_the_metrics_of_one(tmp_path: Path) -> None:
-    """`weft test` on 7 images: DDP on 2 CPU processes, and eval batch 1 vs 4, equal to 1e-6."""
+    """`weft test` and `weft validate` on 7 images: DDP on 2 CPU processes, and eval batch 1
+    vs 4, equal to 1e-6."""
     base = ["--config", str(REPO / "configs" / "demo.yaml"), *tiny_data_args(tmp_path, 8, 7)]
     base += ["--trainer.logger", "false", "--trainer.max_epochs", "1"]
     base += ["--trainer.limit_train_batches", "2", "--trainer.accelerator", "cpu"]
@@ -58,13 +59,18 @@ def test_two_processes_and_batch_sizes_give_the_metrics_of_one(tmp_path: Path) -
         "ddp": ["--trainer.devices", "2", "--trainer.strategy", "ddp"],
     }
     results = {}
-    for name, extra in runs.items():
-        root = tmp_path / name
-        _weft(["test", *base, *extra, "--trainer.default_root_dir", str(root),
-               "--ckpt_path", str(checkpoint)])  # fmt: skip
-        results[name] = _test_metrics(root)
-    assert results["one"], "no test metrics were written"
-    for name in ("batch1", "ddp"):
-        for key, value in results["one"].items():
-            assert abs(results[name][key] - value) <= 1e-6, (name, key, results[name][key], value)
-    assert torch.isfinite(torch.tensor(list(results["ddp"].values()))).all()
+    for stage in ("test", "validate"):
+        for name, extra in runs.items():
+            if stage == "validate" and name == "batch1":
+                continue
+            root = tmp_path / stage / name
+            _weft([stage, *base, *extra, "--trainer.default_root_dir", str(root),
+                   "--ckpt_path", str(checkpoint)])  # fmt: skip
+            results[stage, name] = _metrics(root, stage)
+    for stage, name in results:
+        one = results[stage, "one"]
+        assert one, f"no {stage} metrics were written"
+        for key, value in one.items():
+            mine = results[stage, name][key]
+            assert abs(mine - value) <= 1e-6, (stage, name, key, mine, value)
+    assert torch.isfinite(torch.tensor(list(results["test", "ddp"].values()))).all()

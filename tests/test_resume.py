@@ -151,20 +151,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return roots
 
 
-# Known gap (issue 18): with loader workers, a run resumed from a checkpoint written at an
-# epoch's validation makes its training iterator before Lightning restores the loop state, and
-# the workers fetch that iterator's samples at once, so the next epoch replays the finished
-# epoch's order. Strict: these cases fail the suite the day they pass.
-_WORKERS_GAP = pytest.mark.xfail(
-    strict=True, reason="workers: iterator made before the loop state is restored"
-)
-CASES = [
-    pytest.param(
-        workers, point, marks=_WORKERS_GAP if workers and point != "after_last_validation" else ()
-    )
-    for workers in (0, 2)
-    for point in KILL_POINTS
-]
+CASES = [(workers, point) for workers in (0, 2) for point in KILL_POINTS]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from rich.console import Console
 from rich.table import Table
 
@@ -35,8 +36,8 @@ def metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 class RunSummary(Callback):
     """At the end of ``fit``: best and last checkpoint and the final validation metrics; at the
-    end of ``test``: the checkpoint tested. Printed on rank zero and written, with the metrics,
-    to ``<log_dir>/summary_<stage>.json`` for scripts.
+    end of ``test`` or ``validate``: the checkpoint evaluated and its metrics. Printed on rank
+    zero and written, with the metrics, to ``<log_dir>/summary_<stage>.json`` for scripts.
     """
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -54,12 +55,11 @@ class RunSummary(Callback):
         self._report(trainer, summary)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        summary = {
-            "stage": "test",
-            "checkpoint": trainer.ckpt_path,
-            "metrics": metric_values(trainer, "test/"),
-        }
-        self._report(trainer, summary)
+        self._report(trainer, _evaluation_summary(trainer, "test"))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not the validations inside fit
+            self._report(trainer, _evaluation_summary(trainer, "validate"))
 
     def _report(self, trainer: L.Trainer, summary: dict[str, Any]) -> None:
         if not trainer.is_global_zero:
@@ -77,9 +77,19 @@ class RunSummary(Callback):
             console.print(f"Last checkpoint: {summary['last_checkpoint']}")
             if summary["metrics"]:
                 console.print(metrics_table("final validation metrics", summary["metrics"]))
-        else:  # the module prints the per-dataset test table itself
-            console.print(f"Tested checkpoint: {summary['checkpoint'] or 'current weights'}")
+        else:  # the metrics tables are printed by the module (test) and Lightning (validate)
+            verb = "Tested" if stage == "test" else "Validated"
+            console.print(f"{verb} checkpoint: {summary['checkpoint'] or 'current weights'}")
         console.print(f"Summary written to {path}")
+
+
+def _evaluation_summary(trainer: L.Trainer, stage: str) -> dict[str, Any]:
+    prefix = "test/" if stage == "test" else "val/"
+    return {
+        "stage": stage,
+        "checkpoint": trainer.ckpt_path,
+        "metrics": metric_values(trainer, prefix),
+    }
 
 
 def _to_float(value: Any) -> float | None:

@@ -30,7 +30,12 @@ from weft_lightning.data.catalog import (
 from weft_lightning.data.dataset import PairedFolderDataset
 from weft_lightning.data.gpu_augment import GPUAugmentation
 from weft_lightning.data.image_io import ImageReading
-from weft_lightning.data.training_order import EpochShuffle, ResumableLoader, SeededSamples
+from weft_lightning.data.training_order import (
+    EpochProgress,
+    EpochShuffle,
+    ResumableLoader,
+    SeededSamples,
+)
 from weft_lightning.data.transforms import Augmentation, eval_transform, train_transform
 
 STACKED_KEYS = ("image", "mask")
@@ -152,6 +157,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.resize_mismatched_masks = resize_mismatched_masks
         self.gpu_augmentation = gpu_augmentation
         self._gpu_augment: GPUAugmentation | None = None
+        self._resume_position: dict[str, int] | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
@@ -303,7 +309,7 @@ class SegmentationDataModule(L.LightningDataModule):
         assert self.train_set is not None
         seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
         size = len(cast(Sized, self.train_set))
-        return ResumableLoader(
+        loader = ResumableLoader(
             SeededSamples(self.train_set, seed),
             batch_size=self.batch_size,
             sampler=EpochShuffle(size, seed, self._current_epoch),
@@ -313,19 +319,41 @@ class SegmentationDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=_own_generator(seed),
-            trained=self._trained_batches,
+            progress=self._epoch_progress,
         )
+        if self._resume_position is not None:
+            loader.load_state_dict(self._resume_position)
+            self._resume_position = None
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position, kept in checkpoints with the datamodule."""
+        trainer = getattr(self, "trainer", None)
+        loader = trainer.train_dataloader if trainer is not None else None
+        return (
+            {"training_position": loader.state_dict()}
+            if isinstance(loader, ResumableLoader)
+            else {}
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep a checkpoint's training position for the next training loader. Lightning
+        restores the datamodule before it asks for that loader, while it restores the loader's
+        own state only for a run stopped inside an epoch, after the first batches of a pass
+        that ended may already be fetched by workers; so the resumed pass is fixed here."""
+        self._resume_position = state_dict.get("training_position")
 
     def _current_epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
         return int(trainer.current_epoch) if trainer is not None else 0
 
-    def _trained_batches(self) -> int:
-        """Batches of the current epoch trained so far (what a mid-epoch resume skips)."""
+    def _epoch_progress(self) -> EpochProgress:
+        """Batches of the current epoch trained so far, and whether that was all of them."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            return EpochProgress(0, False)
+        batches = trainer.fit_loop.epoch_loop.batch_progress
+        return EpochProgress(int(batches.current.processed), bool(batches.is_last_batch))
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

@@ -2,10 +2,9 @@
 
 The order of every epoch is a permutation drawn from ``(seed, epoch)`` and each sample's
 augmentation from ``(seed, epoch, index)``: neither depends on a generator's state, so a resumed
-run sees the samples and crops that the uninterrupted run saw (with loader workers, one case
-is still open: the README's "What resume guarantees"). The loader is also resumable: a
-checkpoint taken inside an epoch records how many batches of it were trained, and the resumed
-epoch continues after them.
+run sees the samples and crops that the uninterrupted run saw. The loader is also resumable: a
+checkpoint records the epoch in progress, how many of its batches were trained and whether that
+was all of them, and the resumed run continues with the next batch, in this epoch or the next.
 """
 
 from __future__ import annotations
@@ -20,7 +19,21 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from weft_lightning.data.dataset import PairedFolderDataset
 
-__all__ = ["EpochShuffle", "ResumableLoader", "SampleKey", "SeededSamples", "sample_seed"]
+__all__ = [
+    "EpochProgress",
+    "EpochShuffle",
+    "ResumableLoader",
+    "SampleKey",
+    "SeededSamples",
+    "sample_seed",
+]
+
+
+class EpochProgress(NamedTuple):
+    """How far the epoch in progress got: batches trained, and whether that was all of them."""
+
+    batches: int
+    finished: bool
 
 
 class SampleKey(NamedTuple):
@@ -39,23 +52,26 @@ def sample_seed(*parts: int) -> int:
 
 class EpochShuffle(Sampler[SampleKey]):
     """Every index once per epoch, in an order drawn from ``(seed, epoch)``; ``epoch()`` is
-    asked at the start of each pass (the trainer's current epoch). ``skip`` samples of the first
-    pass are left out (a run resumed inside an epoch)."""
+    asked at the start of each pass (the trainer's current epoch), unless :meth:`resume_at`
+    fixed the next pass."""
 
     def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
         self.size, self.seed, self.epoch = size, seed, epoch
-        self.skip, self.skip_epoch = 0, -1
+        self.resume: tuple[int, int] | None = None
         self.current = 0
 
     def __len__(self) -> int:
         return self.size
 
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Make the next pass ``epoch``, without its first ``skip`` samples."""
+        self.resume = (epoch, skip)
+
     def __iter__(self) -> Iterator[SampleKey]:
-        self.current = self.epoch()
+        self.current, skip = self.resume if self.resume is not None else (self.epoch(), 0)
+        self.resume = None
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.current))
         order = torch.randperm(self.size, generator=generator).tolist()
-        skip = self.skip if self.current == self.skip_epoch else 0
-        self.skip, self.skip_epoch = 0, -1
         return iter([SampleKey(self.current, i) for i in order[skip:]])
 
 
@@ -85,21 +101,28 @@ class SeededSamples(Dataset):
 
 
 class ResumableLoader(DataLoader):
-    """The training loader: :class:`EpochShuffle` order, :class:`SeededSamples` items, and a
-    state Lightning keeps in checkpoints (the epoch and the batches of it already trained)."""
+    """The training loader: :class:`EpochShuffle` order, :class:`SeededSamples` items, and its
+    position (the epoch in progress and how far it got), kept in checkpoints."""
 
-    def __init__(self, *args: Any, trained: Callable[[], int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, progress: Callable[[], EpochProgress], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.trained = trained
+        self.progress = progress
 
     def state_dict(self) -> dict[str, int]:
-        """The epoch in progress and how many of its batches were trained."""
+        """The epoch in progress, its trained batches and whether they were all of it."""
         sampler = self.sampler
         epoch = sampler.current if isinstance(sampler, EpochShuffle) else 0
-        return {"epoch": epoch, "batches": self.trained()}
+        batches, finished = self.progress()
+        return {"epoch": epoch, "batches": batches, "finished": int(finished)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue the recorded epoch after its trained batches."""
-        if isinstance(self.sampler, EpochShuffle) and self.batch_size:
-            self.sampler.skip = int(state.get("batches", 0)) * self.batch_size
-            self.sampler.skip_epoch = int(state.get("epoch", -1))
+        """Make the next pass continue after the recorded batches: in the recorded epoch, or at
+        the start of the next one if they were all of it. Call it before the first iterator is
+        made (loader workers fetch ahead as soon as it exists)."""
+        if not isinstance(self.sampler, EpochShuffle) or not self.batch_size:
+            return
+        epoch = int(state.get("epoch", 0))
+        if state.get("finished"):
+            self.sampler.resume_at(epoch + 1, 0)
+        else:
+            self.sampler.resume_at(epoch, int(state.get("batches", 0)) * self.batch_size)
