@@ -158,6 +158,8 @@ def _extends_of(path: Path) -> list[str]:
         content: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise ConfigFileError(f"Cannot read config file {path}: {error}") from error
+    if isinstance(content, dict) and "class_path" in content:
+        raise ConfigFileError(_component_hint(path, str(content["class_path"])))
     if not isinstance(content, dict) or content.get(EXTENDS_KEY) is None:
         return []
     bases = content[EXTENDS_KEY]
@@ -168,3 +170,20 @@ def _extends_of(path: Path) -> list[str]:
             f"{path}: {EXTENDS_KEY} must be a list of config file paths, got {bases!r}."
         )
     return bases
+
+
+def _component_hint(path: Path, class_path: str) -> str:
+    """Where a file of one component (``class_path`` at its top) goes instead of --config."""
+    name = class_path.rsplit(".", 1)[-1]
+    if name.endswith("DataModule"):
+        where = f"--data {path}"
+    elif name.endswith("Module"):
+        where = f"--model {path}"
+    elif name in ("Segmentor", "Mask2FormerSegmentor") or "models" in class_path:
+        where = f"--model.init_args.segmentor {path}"
+    else:
+        where = f"the key it configures (e.g. --trainer.callbacks+={path})"
+    return (
+        f"{path} configures one {name} (class_path: {class_path}), not a whole run; give it "
+        f"as {where}."
+    )

@@ -11,20 +11,22 @@ import importlib
 import inspect
 import logging
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from weft_lightning.callbacks import ExperimentRun, LoggerSaveConfigCallback, RunSummary
+from weft_lightning.callbacks.media import run_folder
 from weft_lightning.callbacks.nan_guard import NaNGuard
 from weft_lightning.checkpoint import lightning_checkpoint, recorded_best, resume_checkpoint
 from weft_lightning.config_files import EXTENDS_KEY, expand_config_args
-from weft_lightning.data.datamodule import SegmentationDataModule
+from weft_lightning.data.datamodule import SegmentationDataModule, Stage
 from weft_lightning.module import WEFTModule
 
 __all__ = [
@@ -62,6 +64,25 @@ def find_checkpoint(root: Path, which: str) -> Path:
     )
 
 
+#: What every run writes when it starts; a run folder holding only these has no results.
+STARTUP_RECORDS = frozenset({"config.yaml", "hparams.yaml"})
+
+
+def discard_empty_run(folder: Path, root: Path) -> None:
+    """Remove a failed run's ``folder`` when it holds nothing but startup records and empty
+    files, and then its parents up to ``root`` that became empty."""
+    if not folder.is_dir() or folder.resolve() == root.resolve():
+        return
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if any(p.name not in STARTUP_RECORDS and p.stat().st_size for p in files):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    while parent.resolve() != root.resolve() and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
 class WEFTLightningCLI(LightningCLI):
     """LightningCLI with the model and the data chosen by ``class_path`` in the config.
 
@@ -72,6 +93,7 @@ class WEFTLightningCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._argv = [str(a) for a in kwargs.get("args") or []]
+        self._new_root: Path | None = None  # a trainer root folder this run creates
         super().__init__(*args, **kwargs)
 
     def _quiet_lightning_table(self) -> None:
@@ -117,6 +139,19 @@ class WEFTLightningCLI(LightningCLI):
         if path is not None and path not in ("best", "last", "hpc", "registry"):
             lightning_checkpoint(path)
 
+    def _run_subcommand(self, subcommand: str) -> None:  # wraps a private LightningCLI step
+        """Run the subcommand; a run that fails before it has written anything of its own
+        leaves no run folder behind."""
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if self.trainer.is_global_zero:
+                root = Path(self.trainer.default_root_dir)
+                discard_empty_run(run_folder(self.trainer), root)
+                if root == self._new_root and root.is_dir() and not any(root.iterdir()):
+                    root.rmdir()  # made by this run, and empty
+            raise
+
     def _parse_ckpt_path(self) -> None:  # overrides a private LightningCLI step (tested)
         """Keep the config as given: a checkpoint's module hyper-parameters lack the segmentor
         (it is a nested config, stored whole under ``weft_config``), so merging them into the
@@ -131,6 +166,32 @@ class WEFTLightningCLI(LightningCLI):
             default=None,
             help="config files this config stacks on (read before it, relative to it)",
         )
+
+    def instantiate_classes(self) -> None:
+        """The data module is built and its folders checked first, so that a missing root or
+        split is one line before the model (minutes for a large backbone) is built."""
+        checked = self._checked_datamodule()
+        root = (
+            self.config[self.subcommand].trainer.get("default_root_dir")
+            if self.subcommand
+            else None
+        )
+        self._new_root = Path(root) if root and not Path(root).exists() else None
+        super().instantiate_classes()
+        if checked is not None:  # the checked instance runs: what it found is said once
+            self.config_init[str(self.subcommand)]["data"] = self.datamodule = checked
+
+    def _checked_datamodule(self) -> SegmentationDataModule | None:
+        if self.subcommand is None or self.config[self.subcommand].get("data") is None:
+            return None
+        parser = LightningArgumentParser(exit_on_error=False)
+        parser.add_lightning_class_args(SegmentationDataModule, "data", subclass_mode=True)
+        section = self.config[self.subcommand].data.clone()
+        section.pop("__path__", None)  # where a --data FILE came from, not an argument
+        parsed = parser.parse_object({"data": section.as_dict()})
+        datamodule = parser.instantiate_classes(parsed).data
+        datamodule.sources(cast(Stage, self.subcommand))
+        return datamodule
 
     def before_fit(self) -> None:
         """``--ckpt_path last`` resumes from the newest last/SLURM checkpoint of earlier runs,

@@ -63,6 +63,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from weft_lightning.config_files import ConfigFileError
     from weft_lightning.data.catalog import LayoutError
     from weft_lightning.data.dataset import DataFileError
+    from weft_lightning.data.image_io import ImageReadingError
     from weft_lightning.data.masks import MaskDecodeError
     from weft_lightning.evaluation.pairing import EvaluationError
     from weft_lightning.experiments.errors import SpecError
@@ -74,6 +75,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigFileError,
         LayoutError,
         DataFileError,
+        ImageReadingError,
         MaskDecodeError,
         EvaluationError,
         SpecError,
@@ -97,6 +99,9 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         if isinstance(exit_.code, str):
             return fail(prog, exit_.code)
         return int(exit_.code or EXIT_OK)
+    except BrokenPipeError:  # the reader went away (`weft data check X | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PROBLEMS
     except ArgumentError as error:
         from weft_lightning.lightning_cli import argument_problem
 

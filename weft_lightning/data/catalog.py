@@ -412,24 +412,33 @@ def count_files(folder: Path | None) -> int:
     return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def dataset_folders(root: Path, name: str, max_depth: int = 3) -> list[Path]:
+    """Every folder of dataset ``name`` under root (by its name or aliases, any case),
+    shallowest first; the root alone when its own name is one of the dataset's."""
+    info = DATASETS.get(name)
+    if info is None:
+        raise KeyError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
+    names = info.names()
+    if _key(root.name) in names:
+        return [root]
+    level = [root] if root.is_dir() else []
+    hits: list[Path] = []
+    for _ in range(max_depth):
+        level = [sub for parent in level for sub in _subdirs(parent)]
+        hits += [p for p in level if _key(p.name) in names]
+    return hits
+
+
 def find_dataset(root: str | Path, name: str, max_depth: int = 3) -> Path | None:
     """The folder of dataset ``name`` under root (by its name or aliases, any case); None if absent.
 
     The root itself matches when its own name is one of the dataset's names. When several
     folders match, the shallowest is used and a warning names the others.
     """
-    info = DATASETS.get(name)
-    if info is None:
-        raise KeyError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
     root = Path(root)
-    names = info.names()
-    if _key(root.name) in names:
+    hits = dataset_folders(root, name, max_depth)
+    if hits[:1] == [root]:
         return root
-    level = [root] if root.is_dir() else []
-    hits: list[Path] = []
-    for _ in range(max_depth):
-        level = [sub for parent in level for sub in _subdirs(parent)]
-        hits += [p for p in level if _key(p.name) in names]
     if len(hits) > 1:
         others = ", ".join(str(p) for p in hits[1:])
         warnings.warn(

@@ -26,9 +26,11 @@ from weft_lightning.data.catalog import (
     LayoutError,
     SplitDirs,
     check_counts,
+    dataset_folders,
     detect_layout,
 )
-from weft_lightning.data.dataset import DataFileError, read_image
+from weft_lightning.data.dataset import DataFileError, first_image_note, read_image
+from weft_lightning.data.image_io import ImageReading
 from weft_lightning.data.masks import FOREGROUND_THRESHOLD, MaskDecodeError, mask_to_u8
 
 __all__ = ["Finding", "Report", "SplitReport", "check_dataset", "format_report"]
@@ -61,6 +63,7 @@ class SplitReport:
     mask_modes: dict[str, int] = field(default_factory=dict)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    reading: str | None = None
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -230,6 +233,8 @@ def check_split(split: SplitDirs, pool: ThreadPoolExecutor) -> SplitReport:
         masks, mask_findings = _list_folder(split.masks, "mask")
         findings += mask_findings + _pairing_findings(images, masks)
     report.num_images, report.num_masks = len(images), len(masks)
+    if images:  # what training will decide for these images, said once, as fit says it
+        report.reading = first_image_note(next(iter(images.values())), ImageReading())
     image_info = dict(zip(images, pool.map(_inspect_image, images.values()), strict=True))
     mask_info = dict(zip(masks, pool.map(_inspect_mask, masks.values()), strict=True))
     modes: Counter[str]
@@ -307,6 +312,18 @@ def _root_splits(root: Path, report: Report) -> list[tuple[str | None, SplitDirs
         ]
 
 
+def _duplicate_findings(root: Path) -> list[Finding]:
+    """Warnings for known datasets found more than once under a folder of datasets."""
+    findings = []
+    for name in DATASETS:
+        hits = dataset_folders(root, name)
+        if len(hits) > 1:
+            others = ", ".join(str(p) for p in hits[1:])
+            detail = f"{name} also at {others}; fit and test use this one (the shallowest)"
+            findings.append(Finding("warning", "duplicate dataset", str(hits[0]), detail))
+    return findings
+
+
 def _count_findings(root: Path, splits: list[tuple[str | None, SplitDirs]]) -> list[Finding]:
     """Warnings for known datasets whose split sizes differ from the published ones."""
     by_dataset: dict[str, dict[str, SplitDirs]] = {}
@@ -347,6 +364,8 @@ def check_dataset(
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     if root is not None:
         report.findings += _count_findings(Path(root), splits)
+        if report.dataset is None:  # a folder of datasets
+            report.findings += _duplicate_findings(Path(root))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -377,6 +396,8 @@ def _split_lines(s: SplitReport) -> list[str]:
     )
     if s.mean:
         lines.append(f"  image mean (RGB, 0-1): {s.mean}, std: {s.std}")
+    if s.reading:
+        lines.append(f"  reading: {s.reading}")
     return lines
 
 

@@ -27,7 +27,7 @@ from weft_lightning.data.catalog import (
     domain_sets,
     locate,
 )
-from weft_lightning.data.dataset import PairedFolderDataset
+from weft_lightning.data.dataset import PairedFolderDataset, first_image_note, pair_files
 from weft_lightning.data.gpu_augment import GPUAugmentation
 from weft_lightning.data.image_io import ImageReading
 from weft_lightning.data.training_order import (
@@ -42,6 +42,7 @@ STACKED_KEYS = ("image", "mask")
 Domain = Literal["orsi", "cod", "sod", "polyp"]
 RecipeName = Literal["paper", "project"]
 Split = Literal["train", "test"]
+Stage = Literal["fit", "validate", "test", "predict"]
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -222,70 +223,114 @@ class SegmentationDataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def _eval_dataset(self, split: SplitDirs, name: str, stats_of: str | None) -> Dataset:
-        if split.masks is None:
-            raise FileNotFoundError(f"Test set {name} ({split.images}) has no mask folder.")
-        stats = self.eval_stats(stats_of)
+    def _eval_dataset(self, split: SplitDirs, name: str) -> Dataset:
+        """Evaluation data of test set ``name`` (``val``: normalised as training images)."""
+        stats = self.eval_stats(None if name == "val" else name)
         transform = eval_transform(stats.mean, stats.std)
         return self._dataset(split, name, transform, keep_original=True)
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit"):
-            self._setup_fit()
-        if stage in (None, "fit", "validate"):
-            self._setup_val()
-        if stage in (None, "test"):
-            self.test_sets = {n: self._eval_dataset(s, n, n) for n, s in self.test_splits().items()}
-        if stage in (None, "predict"):
-            self._setup_predict()
+    # ------------------------------------------------------------ sources
+    def sources(self, stage: Stage) -> dict[str, SplitDirs]:
+        """The folders ``setup(stage)`` reads, by dataset name; a missing split, a split without
+        masks or a folder without images raises one line naming it. No image is read, so the
+        CLI asks before it builds the model."""
+        found: dict[str, SplitDirs] = {}
+        if stage == "fit":
+            found.update(self._training_sources())
+        if stage in ("fit", "validate"):
+            found.update(self._validation_source())
+        if stage == "test":
+            found.update(self._test_sources())
+        if stage == "predict":
+            found.update(self._predict_source())
+        for split in found.values():
+            first_image_note(pair_files(split.images, split.masks)[0].image, self.image_reading)
+        return found
 
-    def _setup_fit(self) -> None:
+    def _training_sources(self) -> dict[str, SplitDirs]:
         splits = self.train_splits()
         if not splits:
             raise LayoutError(
                 f"No training data under data.root={self._root_text()}: set data.root to a folder "
                 "with train/{images,masks} (or another known layout) or give data.train_dirs."
             )
+        for name, split in splits.items():
+            if split.masks is None:
+                raise LayoutError(
+                    f"Training split {name} ({split.images}) has no mask folder: put the masks "
+                    f"in a masks/ folder beside it (same file stems)."
+                )
+        return splits
+
+    def _validation_source(self) -> dict[str, SplitDirs]:
+        """The validation split (``val``), else the first test set, else nothing."""
+        split = self.val_split()
+        if split is not None:
+            found = {"val": split}
+        else:
+            found = dict(list(self.test_splits().items())[:1])
+        return {name: self._with_masks(name, split) for name, split in found.items()}
+
+    def _test_sources(self) -> dict[str, SplitDirs]:
+        splits = self.test_splits()
+        if not splits:
+            raise LayoutError(
+                f"No test sets under data.root={self._root_text()}: set data.root to a folder "
+                "with test/{images,masks} (or another known layout) or give data.test_sets."
+            )
+        return {name: self._with_masks(name, split) for name, split in splits.items()}
+
+    def _predict_source(self) -> dict[str, SplitDirs]:
+        if self.predict_dir is not None:
+            return {dataset_name(self.predict_dir): SplitDirs("predict", self.predict_dir, None)}
+        tests = self.test_splits()
+        if not tests:
+            raise LayoutError(
+                f"Nothing to predict under data.root={self._root_text()}: set "
+                "data.predict_dir to a folder of images."
+            )
+        images = next(iter(tests.values())).images
+        return {dataset_name(images): SplitDirs("predict", images, None)}
+
+    @staticmethod
+    def _with_masks(name: str, split: SplitDirs) -> SplitDirs:
+        if split.masks is None:
+            raise LayoutError(
+                f"Test set {name} ({split.images}) has no mask folder: put the masks in a masks/ "
+                "folder beside it (same file stems), or predict it with `weft predict`."
+            )
+        return split
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._setup_fit()
+        if stage in (None, "fit", "validate"):
+            self._setup_val()
+        if stage in (None, "test"):
+            self.test_sets = {n: self._eval_dataset(s, n) for n, s in self._test_sources().items()}
+        if stage in (None, "predict"):
+            self._setup_predict()
+
+    def _setup_fit(self) -> None:
         stats = self.train_stats()
         transform = train_transform(
             self.augmentation, stats.mean, stats.std, on_gpu=self.gpu_augmentation
         )
-        parts = []
-        for name, split in splits.items():
-            if split.masks is None:
-                raise FileNotFoundError(f"Training split {name} ({split.images}) has no masks.")
-            parts.append(self._dataset(split, name, transform))
+        splits = self._training_sources()
+        parts = [self._dataset(split, name, transform) for name, split in splits.items()]
         self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def _setup_val(self) -> None:
-        split = self.val_split()
-        if split is not None:
-            self.val_set = self._eval_dataset(split, "val", None)
-            return
-        tests = self.test_splits()
-        if tests:
-            name, split = next(iter(tests.items()))
-            self.val_set = self._eval_dataset(split, name, name)
+        for name, split in self._validation_source().items():
+            self.val_set = self._eval_dataset(split, name)
 
     def _setup_predict(self) -> None:
-        if self.predict_dir is not None:
-            split = SplitDirs("predict", self.predict_dir, None)
-        else:
-            tests = self.test_splits()
-            if not tests:
-                raise LayoutError(
-                    f"Nothing to predict under data.root={self._root_text()}: set "
-                    "data.predict_dir to a folder of images."
-                )
-            split = SplitDirs("predict", next(iter(tests.values())).images, None)
+        ((name, split),) = self._predict_source().items()
         stats = self.eval_stats(None)
         transform = eval_transform(stats.mean, stats.std)
         self.predict_set = PairedFolderDataset(
-            split.images,
-            None,
-            transform,
-            name=dataset_name(split.images),
-            reading=self.image_reading,
+            split.images, None, transform, name=name, reading=self.image_reading
         )
 
     # ------------------------------------------------------------ dataloaders
@@ -366,11 +411,6 @@ class SegmentationDataModule(L.LightningDataModule):
         return f"{self.root}" + ("" if self.root.exists() else " (does not exist)")
 
     def test_dataloader(self) -> list[DataLoader]:
-        if not self.test_sets:
-            raise LayoutError(
-                f"No test sets under data.root={self._root_text()}: set data.root to a folder "
-                "with test/{images,masks} (or another known layout) or give data.test_sets."
-            )
         return [self._loader(d, self.eval_batch_size) for d in self.test_sets.values()]
 
     def predict_dataloader(self) -> DataLoader:
@@ -583,6 +623,11 @@ class SyntheticDataModule(SegmentationDataModule):
         (staging / ".complete").touch()
         shutil.rmtree(self.root, ignore_errors=True)
         staging.rename(self.root)
+
+    def sources(self, stage: Stage) -> dict[str, SplitDirs]:
+        """The generated folders (nothing before they are generated: they are always whole)."""
+        assert self.root is not None
+        return super().sources(stage) if (self.root / ".complete").exists() else {}
 
     def setup(self, stage: str | None = None) -> None:
         assert self.root is not None

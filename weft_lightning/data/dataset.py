@@ -13,8 +13,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from weft_lightning.data.catalog import IMAGE_EXTENSIONS
-from weft_lightning.data.image_io import ImageReading, read_raster, reading_note, to_rgb8
+from weft_lightning.data.catalog import IMAGE_EXTENSIONS, LayoutError
+from weft_lightning.data.image_io import (
+    ImageReading,
+    ImageReadingError,
+    read_raster,
+    reading_note,
+    to_rgb8,
+)
 from weft_lightning.data.masks import FOREGROUND_THRESHOLD, binarize, read_mask
 
 __all__ = [
@@ -56,7 +62,7 @@ def list_images(folder: Path) -> dict[str, Path]:
         if hidden or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             continue
         if path.stem in files:
-            raise ValueError(
+            raise LayoutError(
                 f"Two files share the stem {path.stem!r} in {folder}: {files[path.stem].name} and "
                 f"{path.name}. Remove or rename one of them."
             )
@@ -68,14 +74,14 @@ def pair_files(image_dir: Path, mask_dir: Path | None) -> list[Pair]:
     """Pair images and masks by stem; an image without a mask is one clear error."""
     images = list_images(image_dir)
     if not images:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {image_dir}.")
+        raise LayoutError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {image_dir}.")
     if mask_dir is None:
         return [Pair(path, None) for path in images.values()]
     masks = list_images(mask_dir)
     missing = [path for stem, path in images.items() if stem not in masks]
     if missing:
         listed = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise FileNotFoundError(
+        raise LayoutError(
             f"{len(missing)} image(s) in {image_dir} have no mask in {mask_dir}: {listed}. "
             "Add the masks (same file stem) or remove the images."
         )
@@ -125,9 +131,13 @@ def seed_transform(transform: Callable[..., Any], seed: int | None = None) -> No
         transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())) if seed is None else seed)
 
 
-def _note(path: Path, reading: ImageReading) -> str | None:
+def first_image_note(path: Path, reading: ImageReading) -> str | None:
+    """:func:`reading_note` of a dataset's first image; a band it lacks raises, a file that
+    cannot be decoded is left to be reported, naming it, when it is loaded."""
     try:
         return reading_note(path, reading)
+    except ImageReadingError:
+        raise
     except Exception:  # an unreadable file is reported, naming it, when it is loaded
         return None
 
@@ -171,7 +181,7 @@ class PairedFolderDataset(Dataset):
         self.resize_mismatched_masks = resize_mismatched_masks
         self.reading = reading
         if self.pairs:
-            note = _note(self.pairs[0].image, reading)
+            note = first_image_note(self.pairs[0].image, reading)
             if note:
                 warnings.warn(f"Dataset {name} ({self.image_dir}): {note}.", stacklevel=2)
 

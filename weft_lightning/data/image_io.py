@@ -19,10 +19,14 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageReading", "read_raster", "reading_note", "to_rgb8"]
+__all__ = ["ImageReading", "ImageReadingError", "read_raster", "reading_note", "to_rgb8"]
 
 Scaling = Literal["dtype", "range", "percentile"]
 _TIFF = (".tif", ".tiff")
+
+
+class ImageReadingError(ValueError):
+    """Images that the reading settings cannot apply to (e.g. a band they do not have)."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,7 @@ def to_rgb8(array: np.ndarray, alpha: bool, reading: ImageReading, path: Path) -
     """(H, W, 3) uint8 from a raster of :func:`read_raster`."""
     bands = array.shape[2] - (1 if alpha else 0)
     if reading.bands is not None:
-        if max(reading.bands) >= bands:
-            raise ValueError(
-                f"Image {path} has {bands} band(s); data.image_reading.bands={list(reading.bands)} "
-                "names one it has not."
-            )
+        _check_bands(path, bands, reading.bands)
         chosen = array[..., list(reading.bands)]
     elif bands >= 3:
         chosen = array[..., :3]
@@ -113,13 +113,23 @@ def to_rgb8(array: np.ndarray, alpha: bool, reading: ImageReading, path: Path) -
     return np.ascontiguousarray(_scale(chosen, reading))
 
 
+def _check_bands(path: Path, bands: int, chosen: tuple[int, ...]) -> None:
+    if max(chosen) >= bands:
+        raise ImageReadingError(
+            f"data.image_reading.bands={list(chosen)} names band {max(chosen)}, but {path} has "
+            f"{bands} band(s) (0-{bands - 1}); choose three of those."
+        )
+
+
 def reading_note(path: Path, reading: ImageReading) -> str | None:
     """What reading a dataset whose first image is ``path`` decides, in one clause (None when
-    it is plain 8-bit RGB)."""
+    it is plain 8-bit RGB); :class:`ImageReadingError` when ``reading.bands`` names a band the
+    image does not have."""
     array, alpha = read_raster(path)
     bands = array.shape[2] - (1 if alpha else 0)
     notes = []
     if reading.bands is not None:
+        _check_bands(path, bands, reading.bands)
         notes.append(f"bands {list(reading.bands)} of {bands} as RGB")
     elif bands == 1:
         notes.append("1 band repeated as RGB")
