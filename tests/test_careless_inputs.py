@@ -80,6 +80,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(rgb8 / "train" / "images", camo / "Images" / "Train")
     shutil.copytree(rgb8 / "test" / "images", camo / "Images" / "Test")
     shutil.copytree(rgb8 / "test" / "masks", camo / "GT")
+    shutil.copytree(rgb8 / "train" / "masks", camo / "GT", dirs_exist_ok=True)
     # OS litter beside real pairs
     shutil.copytree(rgb8, root / "litter")
     for name in ("test/images/.DS_Store", "test/images/._0.png", "test/masks/Thumbs.db"):
@@ -195,7 +196,6 @@ def test_a_band_the_images_lack_is_one_line_before_the_model_is_built(
     ("folder", "fragment"),
     [
         ("bare", "bare/images (no mask folder)"),
-        ("CAMO", "CAMO/Images/Test (no mask folder)"),
         ("no_train_masks", "no_train_masks/train/images (no mask folder)"),
     ],
 )
@@ -204,6 +204,15 @@ def test_data_check_fails_where_nothing_pairs(corpus: Path, folder: str, fragmen
     assert result.code == 1
     assert "no usable pairs" in result.out and fragment in result.out
     assert "exit status 1" in result.out
+
+
+def test_camo_as_released_pairs_each_split_with_its_masks_in_the_one_gt_folder(
+    corpus: Path, tmp_path: Path
+) -> None:
+    check = weft("data", "check", corpus / "CAMO")
+    assert check.code == 0, check.out
+    assert "Problems: none" in check.out and "mask without image" not in check.out
+    assert scored(corpus, tmp_path, "CAMO")[1] == scored(corpus, tmp_path, "rgb8")[1]
 
 
 def test_data_check_counts_os_litter_and_passes(corpus: Path) -> None:

@@ -96,6 +96,10 @@ LAYOUTS = {
         {"Images/Train": 2, "Images/Test": 1, "GT/Train": 2, "GT/Test": 1},
         {"train": ("Train", "Train"), "test": ("Test", "Test")},
     ),
+    "CAMO as released: Images/Train + Images/Test + flat GT": (
+        {"Images/Train": 2, "Images/Test": 1, "GT": 3},
+        {"train": ("Train", "GT"), "test": ("Test", "GT")},
+    ),
     "images only (prediction)": ({"images": 2}, {"test": ("images", None)}),
 }
 

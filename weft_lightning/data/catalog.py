@@ -356,12 +356,15 @@ def _pairs_in(folder: Path, default_split: str) -> list[SplitDirs]:
 
 def _split_inside(pair: SplitDirs) -> list[SplitDirs]:
     """Role folders that hold split folders (CAMO's ``Images/Train`` + ``GT/Train``) expand
-    into one pair per split; any other pair is returned as it is."""
+    into one pair per split; a flat mask folder beside them (CAMO as released: ``Images/Train``,
+    ``Images/Test`` + one ``GT/``) serves every split; any other pair is returned as it is."""
     if count_files(pair.images):
         return [pair]
     splits = {_role(d.name)[1]: d for d in _subdirs(pair.images) if _role(d.name)[1]}
     if not splits:
         return [pair]
+    if count_files(pair.masks):
+        return [SplitDirs(cast(str, split), images, pair.masks) for split, images in splits.items()]
     masks = {_role(d.name)[1]: d for d in _subdirs(pair.masks)} if pair.masks else {}
     # the keys are the non-empty splits kept by the filter above
     return [

@@ -224,13 +224,17 @@ def _statistics(report: SplitReport, sizes: list, fractions: list, hist: np.ndar
         report.std = [round(float(s), 4) for s in np.sqrt(np.maximum(var, 0))]
 
 
-def check_split(split: SplitDirs, pool: ThreadPoolExecutor) -> SplitReport:
-    """Decode every file of one split and collect its statistics and findings."""
+def check_split(
+    split: SplitDirs, pool: ThreadPoolExecutor, others: frozenset[str] = frozenset()
+) -> SplitReport:
+    """Decode every file of one split and collect its statistics and findings; ``others`` are
+    the image stems of the splits that share its mask folder, whose masks are theirs."""
     report = SplitReport(split.split, str(split.images), str(split.masks) if split.masks else None)
     images, findings = _list_folder(split.images, "image")
     masks: dict[str, Path] = {}
     if split.masks is not None:
         masks, mask_findings = _list_folder(split.masks, "mask")
+        masks = {stem: path for stem, path in masks.items() if stem in images or stem not in others}
         findings += mask_findings + _pairing_findings(images, masks)
     report.num_images, report.num_masks = len(images), len(masks)
     if images:  # what training will decide for these images, said once, as fit says it
@@ -280,6 +284,27 @@ def check_split(split: SplitDirs, pool: ThreadPoolExecutor) -> SplitReport:
 
 
 # ---------------------------------------------------------------------------- a dataset
+def _other_splits_stems(splits: list[SplitDirs]) -> list[frozenset[str]]:
+    """For each split, the image stems of the other splits that share its mask folder (CAMO
+    as released keeps the masks of both splits in one ``GT/``)."""
+    stems = [
+        frozenset(p.stem for p in s.images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if s.images.is_dir()
+        else frozenset()
+        for s in splits
+    ]
+    return [
+        frozenset().union(
+            *(
+                stems[j]
+                for j, other in enumerate(splits)
+                if j != i and split.masks is not None and other.masks == split.masks
+            )
+        )
+        for i, split in enumerate(splits)
+    ]
+
+
 def _identify(root: Path) -> str | None:
     """The catalog name of a dataset folder, from its own name."""
     key = "".join(c for c in root.name.lower() if c.isalnum())
@@ -359,7 +384,11 @@ def check_dataset(
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must be found, never padded
     try:
         with ThreadPoolExecutor(workers) as pool:
-            report.splits = [check_split(split, pool) for _, split in splits]
+            shared = _other_splits_stems([split for _, split in splits])
+            report.splits = [
+                check_split(split, pool, others)
+                for (_, split), others in zip(splits, shared, strict=True)
+            ]
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     if root is not None:
