@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from weft_lightning.cli import convert, data, evaluate, experiment, info, synth
-from weft_lightning.cli.tool import run_command, version_text
+from weft_lightning.cli.tool import run_command, version_text, warning_lines
 from weft_lightning.lightning_cli import build_cli
 
 #: ``weft NAME ...`` runs ``TOOLS[NAME].main``; each tool module states its ``SUMMARY``.
@@ -36,8 +36,16 @@ def _lightning(argv: list[str]) -> Callable[[], int]:
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``weft``; returns the exit status (see :mod:`weft_lightning.cli.tool`)."""
-    argv = list(sys.argv[1:] if args is None else args)
+    """Entry point of ``weft``; returns the exit status (see :mod:`weft_lightning.cli.tool`).
+    Run as the ``weft`` process (``args`` None), the package's warnings are one line each."""
+    if args is not None:
+        return _dispatch(list(args))
+    argv = sys.argv[1:]
+    with warning_lines(f"weft {argv[0]}" if argv and argv[0] in TOOLS else "weft"):
+        return _dispatch(argv)
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in TOOLS:
         return TOOLS[argv[0]].main(argv[1:])
     if "--version" in argv:

@@ -2,15 +2,20 @@
 
 Exit status: 0 done; 1 the input cannot be used (a file, a layout, a config value: the message
 names it) or problems were found; 2 the command line itself is wrong (unknown option, bad or
-missing value). Errors print one line, ``PROG: error: MESSAGE``; set ``WEFT_DEBUG=1`` for the
-traceback of a user error.
+missing value). Errors print one line, ``PROG: error: MESSAGE``, and the project's own warnings
+and notes one line each, ``PROG: warning: MESSAGE``; set ``WEFT_DEBUG=1`` for the traceback of
+a user error.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TextIO
 
 from jsonargparse import ArgumentError, ArgumentParser, DefaultHelpFormatter
 
@@ -25,6 +30,7 @@ __all__ = [
     "tool_parser",
     "user_errors",
     "version_text",
+    "warning_lines",
 ]
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -89,6 +95,38 @@ def fail(prog: str, message: str, status: int = EXIT_PROBLEMS) -> int:
     """Print ``PROG: error: MESSAGE`` on stderr and return ``status``."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def warning_lines(prog: str) -> Iterator[None]:
+    """Show the warnings this package raises as one line, ``PROG: warning: MESSAGE``, without
+    the source location; other packages' warnings keep their own form. For the ``weft``
+    process only: it takes over from any recorder (pytest's) that was set before."""
+    shown = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+        **_: Any,
+    ) -> None:
+        if not Path(filename).resolve().is_relative_to(_PACKAGE):
+            shown(message, category, filename, lineno, file, line)
+            return
+        with suppress(OSError):  # the stream is gone: a warning never stops a command
+            (file or sys.stderr).write(f"{prog}: warning: {message}\n")
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
