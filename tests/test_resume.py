@@ -188,3 +188,48 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(
     # `best` is the best of the whole run, whichever side of the kill it was on
     assert best_of(resumed) == best_of(expected)
     assert find_checkpoint(broken, "best").name == best_of(expected)[0]
+
+
+def _inside_an_epoch(tmp_path: Path, root: Path, processes: int) -> list[str]:
+    """Two epochs of 4 one-image batches, validated (and checkpointed) every 2 batches, so a
+    checkpoint falls inside an epoch; on 1 or 2 CPU processes; the LR schedule spans 8 steps
+    whatever ``--trainer.max_steps`` says."""
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    return [
+        *fit_command(tmp_path, root, 0),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "4",
+        "--trainer.val_check_interval", "2",
+        "--data.init_args.batch_size", "1",
+        "--model.init_args.max_steps", "8",
+        *(ddp if processes > 1 else []),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_run_resumed_inside_an_epoch_equals_the_uninterrupted_one(
+    processes: int, tmp_path: Path
+) -> None:
+    """A checkpoint in the middle of an epoch (the paper's schedule validates every 8k
+    iterations) resumes at the next batch, on one process and under DDP."""
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    run(_inside_an_epoch(tmp_path, whole, processes))
+    run([*_inside_an_epoch(tmp_path, broken, processes), "--trainer.max_steps", "2"])
+    stopped = read_checkpoint(newest_last(broken))
+    assert stopped["global_step"] == 2 and stopped["epoch"] == 0  # inside the first epoch
+    (position,) = [v["training_position"] for k, v in stopped.items() if k.endswith("DataModule")]
+    assert position == {"epoch": 0, "batches": 2, "finished": 0}
+    resumed_run = subprocess.run(
+        [*_inside_an_epoch(tmp_path, broken, processes), "--ckpt_path", "last"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=900,
+    )  # fmt: skip
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    assert "not exactly" not in resumed_run.stderr
+
+    expected, resumed = read_checkpoint(newest_last(whole)), read_checkpoint(newest_last(broken))
+    assert resumed["global_step"] == expected["global_step"] == 8
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    assert logged_metrics(broken) == logged_metrics(whole)
+    assert best_of(resumed) == best_of(expected)

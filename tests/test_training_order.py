@@ -29,7 +29,7 @@ def pass_of(root: Path, epoch: int) -> list[tuple[list[str], torch.Tensor]]:
     """The batches a fresh single-process loader gives in ``epoch``."""
     loader = datamodule(root, 0).train_dataloader()
     assert isinstance(loader, ResumableLoader) and isinstance(loader.sampler, EpochShuffle)
-    loader.sampler.epoch = lambda: epoch
+    loader.sampler.epoch_of = lambda: epoch
     return batches(loader)
 
 
@@ -65,3 +65,19 @@ def test_samples_do_not_depend_on_the_global_random_state(synthetic_root: Path) 
     loader = datamodule(synthetic_root, 2).train_dataloader()
     assert batches(loader)  # type: ignore[arg-type]
     assert torch.equal(torch.get_rng_state(), state)  # workers drew their seeds elsewhere
+
+
+@pytest.mark.parametrize(("size", "world"), [(10, 2), (7, 2), (5, 4), (3, 4)])
+def test_processes_share_one_order_and_each_resumes_its_own_share(size: int, world: int) -> None:
+    """Under DDP the processes split the single-process order of the epoch between them (padded
+    as torch's DistributedSampler pads), and a resumed process continues within its own share."""
+    alone = [key.sample for key in EpochShuffle(size, 7, lambda: 3)]
+    shares = [
+        [key.sample for key in EpochShuffle(size, 7, lambda: 3, r, world)] for r in range(world)
+    ]
+    assert all(len(share) == -(-size // world) for share in shares)
+    dealt = [share[i] for i in range(len(shares[0])) for share in shares]  # round-robin
+    assert dealt[:size] == alone and set(dealt) == set(range(size))
+    resumed = EpochShuffle(size, 7, lambda: 0, world - 1, world)
+    resumed.resume_at(3, 1)
+    assert [key.sample for key in resumed] == shares[-1][1:]

@@ -255,12 +255,3 @@ def _warn_inexact_resume(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None
             f"Resuming on {trainer.world_size} process(es) a run written on {saved}: it "
             "continues, but each process now sees other samples, so not exactly as it would have."
         )
-        return
-    progress = checkpoint.get("loops", {}).get("fit_loop", {})
-    batches = progress.get("epoch_loop.batch_progress", {}).get("current", {})
-    inside = batches.get("processed", 0) and not batches.get("is_last_batch", True)
-    if inside and trainer.world_size > 1:
-        rank_zero_warn(
-            "Resuming inside an epoch on several processes: the epoch restarts from its first "
-            "batch there, so the run continues, but not exactly as it would have."
-        )

@@ -357,7 +357,7 @@ class SegmentationDataModule(L.LightningDataModule):
         loader = ResumableLoader(
             SeededSamples(self.train_set, seed),
             batch_size=self.batch_size,
-            sampler=EpochShuffle(size, seed, self._current_epoch),
+            sampler=EpochShuffle(size, seed, self._current_epoch, *self._rank_and_world()),
             drop_last=size > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate,
@@ -387,6 +387,13 @@ class SegmentationDataModule(L.LightningDataModule):
         own state only for a run stopped inside an epoch, after the first batches of a pass
         that ended may already be fetched by workers; so the resumed pass is fixed here."""
         self._resume_position = state_dict.get("training_position")
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's rank and the number of processes (0 and 1 outside a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
 
     def _current_epoch(self) -> int:
         trainer = getattr(self, "trainer", None)

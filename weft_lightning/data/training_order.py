@@ -10,12 +10,13 @@ was all of them, and the resumed run continues with the next batch, in this epoc
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from weft_lightning.data.dataset import PairedFolderDataset
 
@@ -50,29 +51,35 @@ def sample_seed(*parts: int) -> int:
     return int(state[0] & 0x7FFFFFFF)
 
 
-class EpochShuffle(Sampler[SampleKey]):
-    """Every index once per epoch, in an order drawn from ``(seed, epoch)``; ``epoch()`` is
+class EpochShuffle(DistributedSampler):
+    """Every index once per epoch, in an order drawn from ``(seed, epoch)``; ``epoch_of()`` is
     asked at the start of each pass (the trainer's current epoch), unless :meth:`resume_at`
-    fixed the next pass."""
+    fixed the next pass. Under DDP, process ``rank`` of ``world`` takes every world-th index
+    of that order (padded with its first indices to a multiple of ``world``, as torch's
+    DistributedSampler pads), so each process's position is its own count of samples; being a
+    DistributedSampler, Lightning keeps it instead of wrapping it in one of its own."""
 
-    def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
-        self.size, self.seed, self.epoch = size, seed, epoch
+    def __init__(
+        self, size: int, seed: int, epoch_of: Callable[[], int], rank: int = 0, world: int = 1
+    ) -> None:
+        indices = cast("Dataset[int]", range(size))  # the base class only takes its length
+        super().__init__(indices, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.size, self.epoch_of = size, epoch_of
         self.resume: tuple[int, int] | None = None
         self.current = 0
 
-    def __len__(self) -> int:
-        return self.size
-
     def resume_at(self, epoch: int, skip: int) -> None:
-        """Make the next pass ``epoch``, without its first ``skip`` samples."""
+        """Make the next pass ``epoch``, without this process's first ``skip`` samples."""
         self.resume = (epoch, skip)
 
-    def __iter__(self) -> Iterator[SampleKey]:
-        self.current, skip = self.resume if self.resume is not None else (self.epoch(), 0)
+    def __iter__(self) -> Iterator[SampleKey]:  # type: ignore[override]
+        self.current, skip = self.resume if self.resume is not None else (self.epoch_of(), 0)
         self.resume = None
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.current))
         order = torch.randperm(self.size, generator=generator).tolist()
-        return iter([SampleKey(self.current, i) for i in order[skip:]])
+        order = (order * math.ceil(self.total_size / max(self.size, 1)))[: self.total_size]
+        mine = order[self.rank :: self.num_replicas]
+        return iter([SampleKey(self.current, i) for i in mine[skip:]])
 
 
 def _locate(dataset: Dataset, index: int) -> tuple[PairedFolderDataset, int]:
