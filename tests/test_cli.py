@@ -83,6 +83,31 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
+def test_two_configs_that_each_define_a_model_warn_which_keys_the_later_overrode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    demo, cod = REPO / "configs" / "demo.yaml", REPO / "configs" / "cod" / "cod.yaml"
+    pattern = (
+        r"cod/cod\.yaml \(through .*/configs/paper\.yaml\) and .*/configs/demo\.yaml both define "
+        r"a model; .* \(the later one overrides model\.init_args\.protocol, .*--data configs"
+    )
+    with pytest.warns(UserWarning, match=pattern):
+        assert main(["fit", "--config", str(demo), "--config", str(cod), "--print_config"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("component", "flag"),
+    [("model/weft_t.yaml", "--model.init_args.segmentor"), ("data/folder.yaml", "--data")],
+)
+def test_a_component_config_given_as_a_run_config_is_one_line_naming_its_flag(
+    component: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = REPO / "configs" / component
+    assert main(["fit", "--config", str(path), "--print_config"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("weft: error: ") and f"give it as {flag} {path}." in line
+
+
 @pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
 def test_every_readme_command_parses(
     command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -136,7 +136,9 @@ def _warn_model_merge(stacked: list[list[Path]]) -> None:
             except (OSError, yaml.YAMLError):
                 continue
             if _defines_model(content):
-                defining.append((group, path, _flat(content["model"], "model")))
+                given = files[-1]  # the file of this --config; the others are its bases
+                name = str(given) if path == given else f"{given} (through {path.resolve()})"
+                defining.append((group, name, _flat(content["model"], "model")))
     pairs = itertools.pairwise(defining)
     for (group, first, earlier), (later_group, later, keys) in pairs:
         if group == later_group:
@@ -145,7 +147,7 @@ def _warn_model_merge(stacked: list[list[Path]]) -> None:
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         warnings.warn(
             f"{later} and {first} both define a model; the run merges them key by key"
-            + (f" ({later} overrides {', '.join(changed[:4])}{more})" if changed else "")
+            + (f" (the later one overrides {', '.join(changed[:4])}{more})" if changed else "")
             + ". To test a trained model on other data, keep its config and give the data "
             "alone: --data configs/data/<domain>.yaml.",
             stacklevel=2,
