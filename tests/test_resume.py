@@ -74,10 +74,12 @@ def newest_last(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def run(command: list[str]) -> None:
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command to its successful end; its output is returned."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def _readable_last(root: Path) -> dict | None:
@@ -163,11 +165,7 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(
     kill_at(fit_command(tmp_path, broken, workers), broken, point)
     kept = newest_last(broken)
     assert kept is not None and read_checkpoint(kept)  # a valid checkpoint survived the kill
-    resumed_run = subprocess.run(
-        [*fit_command(tmp_path, broken, workers), "--ckpt_path", "last"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=900,
-    )  # fmt: skip
-    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    resumed_run = run([*fit_command(tmp_path, broken, workers), "--ckpt_path", "last"])
     assert "starting from scratch" not in resumed_run.stderr
 
     expected = read_checkpoint(newest_last(whole))
@@ -220,11 +218,7 @@ def test_a_run_resumed_inside_an_epoch_equals_the_uninterrupted_one(
     assert stopped["global_step"] == 2 and stopped["epoch"] == 0  # inside the first epoch
     (position,) = [v["training_position"] for k, v in stopped.items() if k.endswith("DataModule")]
     assert position == {"epoch": 0, "batches": 2, "finished": 0}
-    resumed_run = subprocess.run(
-        [*_inside_an_epoch(tmp_path, broken, processes), "--ckpt_path", "last"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, timeout=900,
-    )  # fmt: skip
-    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    resumed_run = run([*_inside_an_epoch(tmp_path, broken, processes), "--ckpt_path", "last"])
     assert "not exactly" not in resumed_run.stderr
 
     expected, resumed = read_checkpoint(newest_last(whole)), read_checkpoint(newest_last(broken))

@@ -287,21 +287,16 @@ def check_split(
 def _other_splits_stems(splits: list[SplitDirs]) -> list[frozenset[str]]:
     """For each split, the image stems of the other splits that share its mask folder (CAMO
     as released keeps the masks of both splits in one ``GT/``)."""
-    stems = [
-        frozenset(p.stem for p in s.images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if s.images.is_dir()
-        else frozenset()
-        for s in splits
-    ]
+    stems = [frozenset(_list_folder(s.images, "image")[0]) for s in splits]
     return [
         frozenset().union(
             *(
-                stems[j]
-                for j, other in enumerate(splits)
-                if j != i and split.masks is not None and other.masks == split.masks
+                theirs
+                for other, theirs in zip(splits, stems, strict=True)
+                if other is not split and split.masks is not None and other.masks == split.masks
             )
         )
-        for i, split in enumerate(splits)
+        for split in splits
     ]
 
 
